@@ -1,0 +1,1 @@
+"""The flow engine's business logic, as plain keyword-only functions."""

@@ -1,0 +1,211 @@
+"""The vault in the Django admin.
+
+Thin: forms come from the kinds (``secrets_app.forms``), and every change, test, key
+generation or deletion goes through ``secrets_app.services``. Django's own
+``delete_selected`` is replaced so that deletions are audited and OAuth2 connections are
+revoked first.
+"""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from secrets_app.forms import secret_form_for
+from secrets_app.kinds import SECRET_KINDS
+from secrets_app.models import AuditEvent, Secret
+from secrets_app.services.secrets import (
+    rs256_key_pair_generate,
+    secret_create,
+    secret_delete,
+    secret_probe,
+    secret_rename,
+    secret_update,
+)
+
+STATUS_COLOURS = {"ok": "#2e7d32", "failing": "#c62828", "untested": "#757575"}
+
+
+@admin.register(Secret)
+class SecretAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "status_badge", "last_used_at", "updated_at")
+    list_filter = ("kind", "status")
+    search_fields = ("name", "description")
+    actions = ["test_selected", "delete_selected_secrets"]
+    change_form_template = "admin/secrets_app/secret/change_form.html"
+    readonly_fields = ("kind_label", "status_badge", "status_detail", "last_tested_at", "last_used_at", "updated_at")
+
+    # -- which kind ----------------------------------------------------------------
+
+    def _kind_class(self, request, obj=None):
+        slug = obj.kind if obj is not None else request.GET.get("kind", "")
+        return SECRET_KINDS.get(slug)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if self._kind_class(request) is None:
+            if not self.has_add_permission(request):
+                raise PermissionDenied
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Add secret: choose a kind",
+                "kinds": SECRET_KINDS.values(),
+            }
+            return TemplateResponse(request, "admin/secrets_app/secret/choose_kind.html", context)
+        return super().add_view(request, form_url, extra_context)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = secret_form_for(self._kind_class(request, obj))
+        kwargs["fields"] = ["name", "description"]
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        kind_class = self._kind_class(request, obj)
+        general = ["name", "kind_label", "description"]
+        fieldsets = [
+            (None, {"fields": general}),
+            (
+                kind_class.label,
+                {"fields": [field.name for field in kind_class.fields], "description": kind_class.description},
+            ),
+        ]
+        if obj is not None:
+            fieldsets.append(
+                (
+                    "Status",
+                    {"fields": ["status_badge", "status_detail", "last_tested_at", "last_used_at", "updated_at"]},
+                )
+            )
+        return fieldsets
+
+    @admin.display(description="Kind")
+    def kind_label(self, obj):
+        kind_class = SECRET_KINDS.get(obj.kind) if obj and obj.pk else None
+        return kind_class.label if kind_class else "-"
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj):
+        return format_html(
+            '<span style="color:{}">{}</span>', STATUS_COLOURS.get(obj.status, "#000"), obj.get_status_display()
+        )
+
+    # -- saving through the services -----------------------------------------------
+
+    def save_model(self, request, obj, form, change):
+        data = form.service_data()
+        description = form.cleaned_data.get("description", "")
+        if change:
+            current = Secret.objects.get(pk=obj.pk)
+            secret_rename(secret=current, name=obj.name, acting_user=request.user)
+            secret_update(secret=current, data=data, description=description, acting_user=request.user)
+        else:
+            current = secret_create(
+                name=obj.name,
+                kind=self._kind_class(request).slug,
+                data=data,
+                description=description,
+                acting_user=request.user,
+            )
+            obj.pk = current.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        for warning in secret_delete(secret=obj, acting_user=request.user):
+            messages.warning(request, f"{obj.name}: {warning}")
+
+    def delete_queryset(self, request, queryset):
+        for secret in queryset:
+            self.delete_model(request, secret)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Delete selected secrets", permissions=["delete"])
+    def delete_selected_secrets(self, request, queryset):
+        names = [secret.name for secret in queryset]
+        self.delete_queryset(request, queryset)
+        self.message_user(request, f"Deleted {len(names)} secret(s): {', '.join(names)}.")
+
+    # -- test and key generation ---------------------------------------------------
+
+    @admin.action(description="Test selected secrets", permissions=["change"])
+    def test_selected(self, request, queryset):
+        for secret in queryset:
+            if not SECRET_KINDS[secret.kind].testable:
+                self.message_user(request, f"{secret.name}: this kind has nothing to test.", messages.INFO)
+                continue
+            self._report_probe(request, secret, secret_probe(secret=secret, acting_user=request.user))
+
+    def _report_probe(self, request, secret, result):
+        text = f"{secret.name}: {result.summary}"
+        if result.excerpt:
+            text += f" — {result.excerpt[:200]}"
+        self.message_user(request, text, messages.SUCCESS if result.ok else messages.ERROR)
+
+    def get_urls(self):
+        own = [
+            path("<int:pk>/test/", self.admin_site.admin_view(self.test_view), name="secrets_app_secret_test"),
+            path(
+                "<int:pk>/generate-key/",
+                self.admin_site.admin_view(self.generate_key_view),
+                name="secrets_app_secret_generate_key",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _secret_for_change(self, request, pk):
+        secret = get_object_or_404(Secret, pk=pk)
+        if not self.has_change_permission(request, secret):
+            raise PermissionDenied
+        return secret
+
+    def _back_to_change(self, secret):
+        return HttpResponseRedirect(reverse("admin:secrets_app_secret_change", args=[secret.pk]))
+
+    def test_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:secrets_app_secret_change", args=[pk]))
+        secret = self._secret_for_change(request, pk)
+        self._report_probe(request, secret, secret_probe(secret=secret, acting_user=request.user))
+        return self._back_to_change(secret)
+
+    def generate_key_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:secrets_app_secret_change", args=[pk]))
+        secret = self._secret_for_change(request, pk)
+        if secret.kind != "rs256":
+            raise PermissionDenied
+        try:
+            rs256_key_pair_generate(secret=secret, acting_user=request.user)
+        except ValidationError as exc:
+            self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+        else:
+            self.message_user(request, f"{secret.name}: a new key pair was generated.", messages.SUCCESS)
+        return self._back_to_change(secret)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        kind_class = self._kind_class(request, obj)
+        context.update({"kind": kind_class, "testable": bool(obj and kind_class.testable)})
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "actor_label", "action", "target_type", "target_name")
+    list_filter = ("action", "target_type")
+    search_fields = ("target_name", "actor_label")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,181 @@
+"""The vault as flows, scripts and Python code use it.
+
+    from secrets_app import api
+    requests.get(url, auth=api.auth_for("crm"))
+    api.get_password("crm-token")
+    token = api.sign_jws("hook-key", {"sub": "42"})
+    with api.db_connection("warehouse") as connection: ...
+
+Module-level functions act as "python api". The flow engine makes a ``Vault`` per run
+with the run as actor and the run's ``Redactor``: every value a run touches is registered
+there and masked in what the run stores. Errors name the secret and its kind, never a
+value. Plaintext handed to the caller (``get_password``, ``basic_auth``, a secret field
+from ``get_field``) is recorded as a reveal in the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import requests
+
+from secrets_app import selectors
+from secrets_app.exceptions import SecretNotFound
+from secrets_app.models import Secret
+from secrets_app.redaction import Redactor
+from secrets_app.services.secrets import secret_mark_used, secret_reveal_record
+
+
+class BasicCredentials:
+    """A user name and password; printing it never shows the password."""
+
+    __slots__ = ("username", "password")
+
+    def __init__(self, username: str, password: str):
+        self.username, self.password = username, password
+
+    def __iter__(self):
+        return iter((self.username, self.password))
+
+    def __repr__(self) -> str:
+        return f"BasicCredentials(username={self.username!r}, password=[secret])"
+
+
+class _RecordingAuth(requests.auth.AuthBase):
+    """Wraps a kind's auth object and tells the redactor which header values it sent.
+
+    The response hook sees the request that finally went out, so a token obtained by a
+    forced refresh after a 401 is recorded too.
+    """
+
+    def __init__(self, inner: requests.auth.AuthBase, redactor: Redactor):
+        self._inner, self._redactor = inner, redactor
+
+    def __call__(self, request):
+        before = dict(request.headers)
+        request = self._inner(request)
+        names = [name for name, value in request.headers.items() if before.get(name) != value]
+        self._record(request.headers, names)
+        request.register_hook("response", lambda response, **kwargs: self._record(response.request.headers, names))
+        return request
+
+    def _record(self, headers, names) -> None:
+        for name in names:
+            value = headers.get(name, "")
+            self._redactor.add(value, *value.split(" ", 1)[1:])
+
+    def __repr__(self) -> str:
+        return repr(self._inner)
+
+
+class Vault:
+    """Access to secrets on behalf of one actor.
+
+    ``allowed``, when given, limits which secret names this vault hands out (a script
+    step gets only the secrets it names). ``cache`` keeps each secret for the vault's
+    lifetime (one run); the module-level vault reads afresh every time. With a
+    ``redactor``, every value touched is registered in it.
+    """
+
+    def __init__(
+        self,
+        *,
+        acting_user=None,
+        actor_label: str = "python api",
+        redactor: Redactor | None = None,
+        allowed: Iterable[str] | None = None,
+        cache: bool = False,
+    ):
+        self.acting_user = acting_user
+        self.actor_label = actor_label
+        self.redactor = redactor
+        self.allowed = frozenset(allowed) if allowed is not None else None
+        self._cache: dict[str, Secret] | None = {} if cache else None
+
+    def secret(self, name: str) -> Secret:
+        if not isinstance(name, str) or (self.allowed is not None and name not in self.allowed):
+            raise SecretNotFound(str(name))
+        secret = self._cache.get(name) if self._cache is not None else None
+        if secret is None:
+            secret = selectors.secret_get(name=name)
+            if self._cache is not None:
+                self._cache[name] = secret
+            if self.redactor is not None:
+                self.redactor.add(*secret.handler.secret_strings())
+        secret_mark_used(secret=secret)
+        return secret
+
+    def _reveal(self, secret: Secret, field: str) -> None:
+        secret_reveal_record(secret=secret, field=field, acting_user=self.acting_user, actor_label=self.actor_label)
+
+    def get_password(self, name: str) -> str:
+        secret = self.secret(name)
+        value = secret.handler.password()
+        self._reveal(secret, "password")
+        return value
+
+    def basic_auth(self, name: str) -> BasicCredentials:
+        secret = self.secret(name)
+        handler = secret.handler
+        if secret.kind != "basic_auth":
+            raise handler.refuse("basic_auth needs a basic_auth secret")
+        credentials = BasicCredentials(*handler.credentials())
+        self._reveal(secret, "password")
+        return credentials
+
+    def auth_for(self, name: str) -> requests.auth.AuthBase:
+        auth = self.secret(name).handler.auth()
+        return _RecordingAuth(auth, self.redactor) if self.redactor is not None else auth
+
+    def get_field(self, name: str, field: str) -> Any:
+        secret = self.secret(name)
+        value, is_secret = secret.handler.get_field(field)
+        if is_secret:
+            self._reveal(secret, field)
+        return value
+
+    def sign_jws(self, name: str, claims: Mapping[str, Any], *, expires_in: int | None = 300, headers=None) -> str:
+        return self._jose(name, "sign_jws").sign_jws(claims, expires_in=expires_in, headers=headers)
+
+    def verify_jws(self, name: str, token: str, *, audience=None, issuer=None, scopes=(), leeway=None) -> dict:
+        return self._jose(name, "verify_jws").verify_jws(
+            token, audience=audience, issuer=issuer, scopes=scopes, leeway=leeway
+        )
+
+    def encrypt_jwe(self, name: str, plaintext) -> str:
+        return self._jose(name, "encrypt_jwe").encrypt_jwe(plaintext)
+
+    def decrypt_jwe(self, name: str, token: str) -> bytes:
+        return self._jose(name, "decrypt_jwe").decrypt_jwe(token)
+
+    def _jose(self, name: str, operation: str):
+        handler = self.secret(name).handler
+        if not hasattr(handler, operation):
+            raise handler.refuse(f"{operation} needs an hs256 or rs256 secret")
+        return handler
+
+    @contextlib.contextmanager
+    def db_connection(self, name: str, *, statement_timeout_ms: int | None = None) -> Iterator[Any]:
+        handler = self.secret(name).handler
+        if not hasattr(handler, "connect"):
+            raise handler.refuse("db_connection needs a postgresql or mysql secret")
+        connection = handler.connect(statement_timeout_ms=statement_timeout_ms)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+
+_default = Vault()
+
+get_password = _default.get_password
+basic_auth = _default.basic_auth
+auth_for = _default.auth_for
+get_field = _default.get_field
+sign_jws = _default.sign_jws
+verify_jws = _default.verify_jws
+encrypt_jwe = _default.encrypt_jwe
+decrypt_jwe = _default.decrypt_jwe
+db_connection = _default.db_connection

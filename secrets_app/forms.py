@@ -1,0 +1,129 @@
+"""Admin forms built from a kind's declared fields.
+
+Secret fields are write-only: their widgets never render a value (not even dots of the
+same length), and leaving them blank keeps what is stored. Validation is the kind's own
+``clean()``, run in the form's ``clean()`` so that errors appear beside their fields and
+nothing is saved half-way.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from secrets_app.kinds.base import CleanedSecret, KindField, SecretKind, parse_mapping_lines
+from secrets_app.models import Secret
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders its value."""
+
+    def format_value(self, value):
+        return ""
+
+
+def _mapping_text(mapping: dict, separator: str) -> str:
+    return "\n".join(
+        f"{key}{separator} {value}" if separator == ":" else f"{key}{separator}{value}"
+        for key, value in mapping.items()
+    )
+
+
+def _form_field(field: KindField, stored_secret: bool, stored_names: list[str]) -> forms.Field:
+    help_text = field.help_text
+    if field.secret:
+        if stored_secret:
+            kept = "Stored; leave blank to keep it."
+            if field.type == "mapping":
+                kept = (
+                    f"Stored names: {', '.join(stored_names) or 'none'}. Lines you enter set those names; "
+                    f"'name{field.separator}' with nothing after it removes one; leave blank to keep all."
+                )
+            help_text = f"{help_text} {kept}".strip()
+        widget = (
+            WriteOnlyTextarea(attrs={"rows": 6, "autocomplete": "off"})
+            if field.type in ("textarea", "mapping")
+            else forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+        )
+        return forms.CharField(label=field.label, required=False, widget=widget, help_text=help_text, strip=False)
+    if field.type == "boolean":
+        return forms.BooleanField(label=field.label, required=False, help_text=help_text)
+    if field.type == "choice":
+        return forms.ChoiceField(label=field.label, choices=field.choices, required=False, help_text=help_text)
+    if field.type == "integer":
+        return forms.IntegerField(label=field.label, required=False, help_text=help_text)
+    widget = (
+        forms.Textarea(attrs={"rows": 6})
+        if field.type in ("textarea", "mapping")
+        else forms.TextInput(attrs={"size": 60})
+    )
+    return forms.CharField(label=field.label, required=False, widget=widget, help_text=help_text)
+
+
+class SecretForm(forms.ModelForm):
+    """Base of the per-kind forms; ``secret_form_for`` declares the kind's fields on it."""
+
+    kind_class: type[SecretKind]
+
+    class Meta:
+        model = Secret
+        fields = ["name", "description"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        stored_values = instance.values if instance.pk else {}
+        for field in self.kind_class.fields:
+            if field.secret and field.name in stored_values:
+                stored_names = sorted(stored_values[field.name]) if field.type == "mapping" else []
+                self.fields[field.name] = _form_field(field, stored_secret=True, stored_names=stored_names)
+            elif instance.pk and not field.secret and field.name in instance.config:
+                value = instance.config[field.name]
+                self.initial[field.name] = _mapping_text(value, field.separator) if field.type == "mapping" else value
+            elif not field.secret and field.default is not None:
+                self.initial.setdefault(field.name, field.default)
+        self.cleaned_secret: CleanedSecret | None = None
+
+    def previous(self) -> CleanedSecret | None:
+        if not self.instance.pk:
+            return None
+        return CleanedSecret(config=dict(self.instance.config), values=dict(self.instance.values))
+
+    def _kind_input(self, previous: CleanedSecret | None) -> dict:
+        data = {}
+        for field in self.kind_class.fields:
+            value = self.cleaned_data.get(field.name)
+            if field.secret and field.type == "mapping" and value and previous:
+                value = self._merged_mapping(field, value, previous.values.get(field.name, {}))
+            data[field.name] = value
+        if self.data.get("_generate_key"):
+            data["generate"] = True
+        return data
+
+    def _merged_mapping(self, field: KindField, text: str, stored: dict) -> dict:
+        try:
+            entered = parse_mapping_lines(text, field.separator)
+        except ValidationError as exc:
+            self.add_error(field.name, exc)
+            return {}
+        merged = {**stored, **entered}
+        return {key: value for key, value in merged.items() if value != ""}
+
+    def clean(self):
+        cleaned = super().clean()
+        previous = self.previous()
+        try:
+            self.cleaned_secret = self.kind_class.clean(self._kind_input(previous), previous)
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                self.add_error(field if field in self.fields else None, messages)
+        return cleaned
+
+    def service_data(self) -> dict:
+        """The validated fields, ready for ``secret_create``/``secret_update`` (which validate again)."""
+        return {**self.cleaned_secret.config, **self.cleaned_secret.values}
+
+
+def secret_form_for(kind_class: type[SecretKind]) -> type[SecretForm]:
+    declared = {field.name: _form_field(field, stored_secret=False, stored_names=[]) for field in kind_class.fields}
+    return type(f"{kind_class.__name__}SecretForm", (SecretForm,), {"kind_class": kind_class, **declared})

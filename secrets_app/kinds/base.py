@@ -1,0 +1,427 @@
+"""What a secret kind is: declared fields, validation, and the jobs it can do.
+
+A kind is a small class. It declares its fields with ``KindField`` (which are secret, which
+are required, what type); ``clean()`` turns input from the admin form, ``apply`` YAML or a
+service call into the ``config`` (plain) and ``values`` (encrypted) dicts stored on the
+``Secret``. Bound to a stored secret (``secret.handler``) it does its jobs: authenticate an
+outgoing request (``auth()``), verify an incoming one, sign, connect, probe. A kind that
+cannot do a job raises ``WrongSecretKind`` naming the secret and the kind.
+
+Only modules in this package build authentication headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import requests
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+
+from project import outbound
+from secrets_app.app_settings import vault_settings
+from secrets_app.exceptions import ProbeFailed, WrongSecretKind
+from secrets_app.redaction import Redactor
+
+FIELD_TYPES = ("text", "textarea", "url", "integer", "boolean", "choice", "mapping")
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
+_url_validator = URLValidator(schemes=["http", "https"])
+
+
+@dataclass(frozen=True)
+class KindField:
+    """One field of a secret kind.
+
+    ``secret`` fields are stored encrypted and never shown again after saving. ``mapping``
+    fields hold name/value pairs, written as lines ``name<separator>value`` in the admin.
+    """
+
+    name: str
+    label: str
+    type: str = "text"
+    secret: bool = False
+    required: bool = True
+    default: Any = None
+    choices: tuple[tuple[str, str], ...] = ()
+    help_text: str = ""
+    min_value: int | None = None
+    max_value: int | None = None
+    separator: str = ":"
+
+    def __post_init__(self):
+        assert self.type in FIELD_TYPES, self.type
+
+    def is_blank(self, value: Any) -> bool:
+        return value is None or (isinstance(value, (str, dict, list)) and len(value) == 0)
+
+    def coerce(self, value: Any) -> Any:
+        """Return ``value`` as this field's type or raise ValidationError with a short reason."""
+        if self.type in ("text", "textarea", "url", "choice"):
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValidationError(f"Expected text, got {_type_name(value)}.")
+            value = str(value) if self.type == "textarea" else str(value).strip()
+            if self.type == "url":
+                try:
+                    _url_validator(value)
+                except ValidationError:
+                    raise ValidationError("Enter a valid http or https URL.") from None
+            if self.type == "choice" and value not in {choice for choice, _ in self.choices}:
+                allowed = ", ".join(choice for choice, _ in self.choices)
+                raise ValidationError(f"{value!r} is not one of: {allowed}.")
+            return value
+        if self.type == "integer":
+            if isinstance(value, bool):
+                raise ValidationError("Expected a whole number, got a boolean.")
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value.strip())
+            if not isinstance(value, int):
+                raise ValidationError(f"Expected a whole number, got {_type_name(value)}.")
+            if self.min_value is not None and value < self.min_value:
+                raise ValidationError(f"Must be at least {self.min_value}.")
+            if self.max_value is not None and value > self.max_value:
+                raise ValidationError(f"Must be at most {self.max_value}.")
+            return value
+        if self.type == "boolean":
+            if isinstance(value, str) and value.strip().lower() in {
+                "true",
+                "false",
+                "on",
+                "off",
+                "1",
+                "0",
+                "yes",
+                "no",
+            }:
+                return value.strip().lower() in {"true", "on", "1", "yes"}
+            if not isinstance(value, bool):
+                raise ValidationError(f"Expected true or false, got {_type_name(value)}.")
+            return value
+        # mapping
+        if isinstance(value, str):
+            value = parse_mapping_lines(value, self.separator)
+        if not isinstance(value, Mapping):
+            raise ValidationError(f"Expected name/value pairs, got {_type_name(value)}.")
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.strip():
+                raise ValidationError("Every name must be non-empty text.")
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise ValidationError(f"The value of {key!r} must be text, got {_type_name(item)}.")
+            result[key.strip()] = str(item)
+        return result
+
+
+def parse_mapping_lines(text: str, separator: str) -> dict[str, str]:
+    result = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if separator not in line:
+            raise ValidationError(f"Line {number}: expected 'name{separator} value'.")
+        key, value = line.split(separator, 1)
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "nothing" if value is None else "text"
+
+
+@dataclass(frozen=True)
+class CleanedSecret:
+    config: dict[str, Any]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What "Test" found. ``excerpt`` is a short piece of a response, secret values masked."""
+
+    ok: bool
+    summary: str
+    excerpt: str = ""
+
+
+class HeaderAuth(requests.auth.AuthBase):
+    """Adds fixed headers to a request; its repr names the headers, never their values."""
+
+    def __init__(self, headers: Mapping[str, str]):
+        self._headers = dict(headers)
+
+    def __call__(self, request):
+        request.headers.update(self._headers)
+        return request
+
+    def __repr__(self) -> str:
+        return f"<HeaderAuth {', '.join(self._headers)}>"
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """``Authorization`` value for HTTP Basic (RFC 7617), UTF-8 encoded."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+class SecretKind:
+    """Base of every kind. Subclasses declare ``slug``, ``label`` and ``fields``."""
+
+    slug: ClassVar[str]
+    label: ClassVar[str]
+    description: ClassVar[str] = ""
+    fields: ClassVar[tuple[KindField, ...]] = ()
+    #: Whether "Test" means something for this kind (a probe URL, a connection).
+    testable: ClassVar[bool] = False
+    #: Templates show kind classes; they must not try to instantiate them.
+    do_not_call_in_templates = True
+
+    def __init__(self, secret):
+        self.secret = secret
+        self.name = secret.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- declaration and validation -------------------------------------------------
+
+    @classmethod
+    def field(cls, name: str) -> KindField:
+        return next(field for field in cls.fields if field.name == name)
+
+    @classmethod
+    def clean(cls, data: Mapping[str, Any], previous: CleanedSecret | None = None) -> CleanedSecret:
+        """Validate input and split it into config and secret values.
+
+        A blank secret field keeps the previous value (write-only fields). Raises
+        ValidationError with messages keyed by field name.
+        """
+        errors: dict[str, list[str]] = {}
+        known = {field.name for field in cls.fields}
+        for key in data:
+            if key not in known:
+                errors.setdefault(key, []).append(
+                    f"Unknown field for kind {cls.slug!r}; known fields: {', '.join(sorted(known))}."
+                )
+        config: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        for field in cls.fields:
+            target = values if field.secret else config
+            raw = data.get(field.name)
+            if field.is_blank(raw):
+                kept = (previous.values if field.secret else {}).get(field.name) if previous else None
+                if kept is not None:
+                    target[field.name] = kept
+                elif field.default is not None:
+                    target[field.name] = field.default
+                elif field.required:
+                    errors.setdefault(field.name, []).append("This field is required.")
+                continue
+            try:
+                target[field.name] = field.coerce(raw)
+            except ValidationError as exc:
+                errors.setdefault(field.name, []).extend(exc.messages)
+        if not errors:
+            try:
+                cls.validate(config, values)
+            except ValidationError as exc:
+                for key, messages in exc.message_dict.items():
+                    errors.setdefault(key, []).extend(messages)
+        if errors:
+            raise ValidationError(errors)
+        return CleanedSecret(config=config, values=values)
+
+    @classmethod
+    def validate(cls, config: dict[str, Any], values: dict[str, Any]) -> None:
+        """Cross-field checks; may add derived config. Raise ValidationError({field: msg})."""
+
+    @classmethod
+    def exportable_config(cls, config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        """The config ``export`` writes: what ``clean`` derives by itself is left out."""
+        return config
+
+    # -- jobs -----------------------------------------------------------------------
+
+    def value(self, field: str, default: Any = None) -> Any:
+        if field in self.secret.values:
+            return self.secret.values[field]
+        return self.secret.config.get(field, default)
+
+    def get_field(self, field: str) -> tuple[Any, bool]:
+        """The value of a declared field and whether it is secret."""
+        declared = {item.name: item for item in self.fields}
+        if field not in declared:
+            raise self.refuse(f"it has no field {field!r}")
+        return self.value(field), declared[field].secret
+
+    def secret_strings(self) -> set[str]:
+        """Every string that must never appear in stored output or logs."""
+        return {value for value in _leaf_strings(self.secret.values)}
+
+    def refuse(self, wanted: str):
+        return WrongSecretKind(self.name, self.slug, wanted)
+
+    def auth(self) -> requests.auth.AuthBase:
+        """A requests auth object that authenticates an outgoing request."""
+        raise self.refuse("it cannot authenticate HTTP requests")
+
+    def password(self) -> str:
+        raise self.refuse("get_password needs an api_token or basic_auth secret")
+
+    def probe(self) -> ProbeResult:
+        raise self.refuse("it has nothing to test")
+
+    def http_probe(self, url: str | None) -> ProbeResult:
+        """GET ``url`` with this secret's authentication and report what came back."""
+        if not url:
+            raise ProbeFailed(f"Secret {self.name!r} has no test URL; set one to test it.")
+        try:
+            response = outbound.request(
+                "GET",
+                url,
+                auth=self.auth(),
+                limits=outbound.Limits(timeout=vault_settings.outbound_timeout_seconds, max_response_bytes=1024 * 1024),
+            )
+        except outbound.OutboundError as exc:
+            return ProbeResult(ok=False, summary=str(exc))
+        except requests.RequestException as exc:
+            return ProbeResult(ok=False, summary=f"Request to {url} failed: {type(exc).__name__}.")
+        excerpt = Redactor(self.secret_strings()).text(response.text[:500])
+        return ProbeResult(ok=response.ok, summary=f"HTTP {response.status_code} from {url}", excerpt=excerpt)
+
+
+def _leaf_strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaf_strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _leaf_strings(item)
+
+
+class JoseKind(SecretKind):
+    """A kind holding a JOSE key: signs and verifies JWTs, encrypts and decrypts JWEs.
+
+    Subclasses name their one signing ``algorithm`` and JWE ``key_management`` algorithm
+    and provide the keys; every operation passes those names down to ``secrets_app.jose``.
+    """
+
+    algorithm: ClassVar[str]
+    key_management: ClassVar[str]
+
+    def signing_key(self):
+        raise self.refuse("it holds no private key to sign with")
+
+    def verification_keys(self, kid: str | None = None):
+        raise NotImplementedError
+
+    def encryption_key(self):
+        raise self.refuse("it cannot encrypt")
+
+    def decryption_key(self):
+        raise self.refuse("it holds no private key to decrypt with")
+
+    def sign_jws(
+        self, claims: Mapping[str, Any], *, expires_in: int | None = 300, headers: Mapping[str, Any] | None = None
+    ) -> str:
+        """Sign ``claims`` as a JWT; ``iat`` is added, and ``exp`` unless given or ``expires_in`` is None."""
+        from secrets_app import jose
+
+        claims = dict(claims)
+        now = int(time.time())
+        claims.setdefault("iat", now)
+        if expires_in is not None:
+            claims.setdefault("exp", now + expires_in)
+        extra = {
+            key: value for key, value in (headers or {}).items() if key not in {"alg", "crit", "jku", "x5u", "jwk"}
+        }
+        return jose.sign(claims, self.signing_key(), self.algorithm, headers=extra)
+
+    def verify_jws(self, token: str, *, audience=None, issuer=None, scopes=(), leeway=None) -> dict[str, Any]:
+        from secrets_app import jose
+
+        kid = jose._decode_header(token).get("kid")
+        keys = self.verification_keys(kid=kid if isinstance(kid, str) else None)
+        return jose.verify(
+            token, keys, algorithm=self.algorithm, audience=audience, issuer=issuer, scopes=scopes, leeway=leeway
+        )
+
+    def encrypt_jwe(self, plaintext: bytes | str | Mapping) -> str:
+        from secrets_app import jose
+
+        if isinstance(plaintext, Mapping):
+            plaintext = json.dumps(dict(plaintext), separators=(",", ":"))
+        if isinstance(plaintext, str):
+            plaintext = plaintext.encode()
+        return jose.encrypt(plaintext, self.encryption_key(), algorithm=self.key_management)
+
+    def decrypt_jwe(self, token: str) -> bytes:
+        from secrets_app import jose
+
+        return jose.decrypt(token, self.decryption_key(), algorithm=self.key_management)
+
+
+def database_fields(
+    *, default_port: int, tls_choices: tuple[tuple[str, str], ...], tls_default: str
+) -> tuple[KindField, ...]:
+    return (
+        KindField("host", "Host", help_text="Host name or address; reached through the outbound guard."),
+        KindField("port", "Port", type="integer", default=default_port, min_value=1, max_value=65535),
+        KindField("database", "Database"),
+        KindField("user", "User"),
+        KindField("password", "Password", secret=True),
+        KindField("tls", "TLS", type="choice", choices=tls_choices, default=tls_default),
+        KindField(
+            "ca_certificate",
+            "CA certificate (PEM)",
+            type="textarea",
+            required=False,
+            help_text="Trust anchor for the verify modes; the system's CAs are used when blank.",
+        ),
+        KindField("connect_timeout", "Connect timeout (s)", type="integer", default=10, min_value=1, max_value=120),
+    )
+
+
+class DatabaseKind(SecretKind):
+    """Credentials for a database server, connected through the outbound guard."""
+
+    testable = True
+
+    @classmethod
+    def validate(cls, config, values):
+        host = config["host"]
+        if host.startswith("/") or "," in host or any(ch.isspace() for ch in host):
+            raise ValidationError({"host": "Give one host name or address (no socket paths or host lists)."})
+
+    def connect(self, *, statement_timeout_ms: int | None = None):
+        """An open DB-API connection; the caller closes it."""
+        raise NotImplementedError
+
+    def server_version(self, connection) -> str:
+        raise NotImplementedError
+
+    def probe(self) -> ProbeResult:
+        try:
+            connection = self.connect(statement_timeout_ms=10_000)
+        except outbound.OutboundError as exc:
+            return ProbeResult(ok=False, summary=str(exc))
+        except Exception as exc:  # driver errors; the message names host and user, never the password
+            return ProbeResult(ok=False, summary=Redactor(self.secret_strings()).text(f"Cannot connect: {exc}"[:300]))
+        try:
+            version = self.server_version(connection)
+        finally:
+            connection.close()
+        return ProbeResult(ok=True, summary=f"Connected to {self.value('host')}:{self.value('port')}: {version}")

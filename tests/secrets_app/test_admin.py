@@ -1,0 +1,132 @@
+"""The vault in the admin: kind-specific forms, write-only values, permissions, audit."""
+
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from secrets_app.kinds import SECRET_KINDS
+from secrets_app.models import AuditEvent, Secret
+from secrets_app.services.secrets import secret_create
+
+ADD = reverse("admin:secrets_app_secret_add")
+CHANGELIST = reverse("admin:secrets_app_secret_changelist")
+
+
+def change_url(secret):
+    return reverse("admin:secrets_app_secret_change", args=[secret.pk])
+
+
+def test_adding_starts_with_a_choice_of_kind(admin_client):
+    html = admin_client.get(ADD).content.decode()
+    for kind in SECRET_KINDS.values():
+        assert f'href="?kind={kind.slug}"' in html and kind.label in html
+
+
+def test_a_secret_created_in_the_admin_is_stored_and_audited(admin_client, admin_user):
+    response = admin_client.post(
+        f"{ADD}?kind=api_token",
+        {"name": "crm", "description": "", "token": "tok-abcdef-1", "header": "", "probe_url": ""},
+    )
+    assert response.status_code == 302
+    secret = Secret.objects.get(name="crm")
+    assert secret.values["token"] == "tok-abcdef-1" and secret.created_by == admin_user
+    event = AuditEvent.objects.get(action="secret.create")
+    assert event.actor == admin_user and event.target_name == "crm" and "tok-abcdef-1" not in str(event.detail)
+
+
+def test_errors_appear_beside_their_fields_and_nothing_is_saved(admin_client):
+    response = admin_client.post(
+        f"{ADD}?kind=rs256", {"name": "signer", "private_key": "not a pem", "public_key": "", "jwks_url": ""}
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["private_key"] == ["Not a valid unencrypted PEM private key."]
+    assert not Secret.objects.exists()
+
+
+def test_a_name_that_is_not_a_slug_is_refused(admin_client):
+    response = admin_client.post(f"{ADD}?kind=api_token", {"name": "my token", "token": "tok-abcdef-1"})
+    assert "name" in response.context["adminform"].form.errors
+
+
+def test_a_new_value_replaces_the_old_and_the_audit_names_the_field(admin_client):
+    secret = secret_create(name="crm", kind="api_token", data={"token": "old-token-1"})
+    admin_client.post(change_url(secret), {"name": "crm", "token": "new-token-2", "header": "", "probe_url": ""})
+    secret.refresh_from_db()
+    assert secret.values["token"] == "new-token-2"
+    assert AuditEvent.objects.get(action="secret.update").detail == {"changed": ["token"]}
+
+
+def test_generic_secret_fields_are_merged_line_by_line(admin_client):
+    secret = secret_create(name="g", kind="generic", data={"secret": {"keep": "kept-value", "drop": "dropped-value"}})
+    page = admin_client.get(change_url(secret)).content.decode()
+    assert "Stored names: drop, keep" in page and "kept-value" not in page
+    admin_client.post(change_url(secret), {"name": "g", "public": "", "secret": "new=new-value\ndrop="})
+    secret.refresh_from_db()
+    assert secret.values["secret"] == {"keep": "kept-value", "new": "new-value"}
+
+
+def test_generating_a_key_pair_from_the_add_page(admin_client):
+    response = admin_client.post(
+        f"{ADD}?kind=rs256",
+        {"name": "signer", "private_key": "", "public_key": "", "jwks_url": "", "_generate_key": "1"},
+    )
+    assert response.status_code == 302
+    secret = Secret.objects.get(name="signer")
+    assert "PRIVATE KEY" in secret.values["private_key"]
+    page = admin_client.get(change_url(secret)).content.decode()
+    assert "BEGIN PUBLIC KEY" in page and secret.values["private_key"].splitlines()[1] not in page
+
+
+def test_the_test_button_reports_and_records_the_result(admin_client, local_server):
+    secret = secret_create(name="crm", kind="api_token", data={"token": "tok-abcdef-1", "probe_url": local_server.url})
+    response = admin_client.post(reverse("admin:secrets_app_secret_test", args=[secret.pk]), follow=True)
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown[0].startswith(f"crm: HTTP 200 from {local_server.url}")
+    assert "tok-abcdef-1" not in response.content.decode()
+    secret.refresh_from_db()
+    assert secret.status == "ok"
+    assert AuditEvent.objects.filter(action="secret.test", target_name="crm").exists()
+
+
+def test_deleting_is_audited(admin_client):
+    secret = secret_create(name="crm", kind="api_token", data={"token": "tok-abcdef-1"})
+    response = admin_client.post(CHANGELIST, {"action": "delete_selected_secrets", "_selected_action": [secret.pk]})
+    assert response.status_code == 302
+    assert not Secret.objects.exists()
+    assert AuditEvent.objects.filter(action="secret.delete", target_name="crm").exists()
+
+
+def test_staff_without_vault_permissions_cannot_see_secrets(client, django_user_model, db):
+    secret = secret_create(name="crm", kind="api_token", data={"token": "tok-abcdef-1"})
+    django_user_model.objects.create_user(username="staff", password="pw", is_staff=True)
+    client.login(username="staff", password="pw")
+    assert client.get(CHANGELIST).status_code == 403
+    assert client.get(change_url(secret)).status_code == 403
+    assert client.post(reverse("admin:secrets_app_secret_test", args=[secret.pk])).status_code == 403
+
+
+def test_a_view_only_user_cannot_change_or_test(client, django_user_model, db):
+    secret = secret_create(name="crm", kind="api_token", data={"token": "tok-abcdef-1"})
+    user = django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_secret"))
+    client.login(username="viewer", password="pw")
+    assert client.get(CHANGELIST).status_code == 200
+    assert client.post(change_url(secret), {"name": "renamed", "token": "x-123456"}).status_code == 403
+    assert client.post(reverse("admin:secrets_app_secret_test", args=[secret.pk])).status_code == 403
+
+
+def test_a_vault_editor_can_work_without_being_superuser(client, vault_editor):
+    client.login(username="editor", password="editor-password")
+    response = client.post(
+        f"{ADD}?kind=basic_auth", {"name": "partner", "username": "p", "password": "pw-12345", "probe_url": ""}
+    )
+    assert response.status_code == 302 and Secret.objects.filter(name="partner").exists()
+
+
+def test_the_audit_log_is_read_only(admin_client):
+    secret_create(name="crm", kind="api_token", data={"token": "tok-abcdef-1"})
+    event = AuditEvent.objects.get()
+    assert admin_client.get(reverse("admin:secrets_app_auditevent_changelist")).status_code == 200
+    assert (
+        admin_client.post(reverse("admin:secrets_app_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code
+        == 403
+    )

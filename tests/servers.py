@@ -1,0 +1,87 @@
+"""Real local HTTP servers for tests: they record what arrives and answer as told."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | str | dict | list = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class RecordingServer:
+    """A threaded HTTP server on 127.0.0.1. ``handler(request) -> Reply`` decides answers;
+    by default it echoes the request as JSON. Every request is kept in ``requests``."""
+
+    def __init__(self, handler: Callable[[ReceivedRequest], Reply] | None = None):
+        self.requests: list[ReceivedRequest] = []
+        self.handler = handler or self.echo
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                received = ReceivedRequest(self.command, self.path, dict(self.headers), self.rfile.read(length))
+                server.requests.append(received)
+                reply = server.handler(received)
+                body = reply.body
+                headers = dict(reply.headers)
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body).encode()
+                    headers.setdefault("Content-Type", "application/json")
+                elif isinstance(body, str):
+                    body = body.encode()
+                self.send_response(reply.status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def echo(request: ReceivedRequest) -> Reply:
+        return Reply(
+            body={
+                "method": request.method,
+                "path": request.path,
+                "headers": request.headers,
+                "body": request.body.decode(errors="replace"),
+            }
+        )
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    @property
+    def last(self) -> ReceivedRequest:
+        return self.requests[-1]
