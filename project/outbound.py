@@ -354,7 +354,7 @@ def request(
             allow_redirects=False,
         )
         if not response.is_redirect:
-            response.history = history
+            response.history = [*history, *response.history]
             return response
         if len(history) >= limits.max_redirects:
             raise OutboundError(f"More than {limits.max_redirects} redirects.")

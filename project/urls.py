@@ -9,5 +9,6 @@ admin.site.index_title = "Integrations"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
+    path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
     path("", include("secrets_app.urls")),
 ]

@@ -6,17 +6,28 @@ generation or deletion goes through ``secrets_app.services``. Django's own
 revoked first.
 """
 
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
+from secrets_app.app_settings import vault_settings
+from secrets_app.exceptions import VaultError
 from secrets_app.forms import secret_form_for
 from secrets_app.kinds import SECRET_KINDS
-from secrets_app.models import AuditEvent, Secret
+from secrets_app.models import AuditEvent, OAuth2Connection, Secret
+from secrets_app.services.oauth2 import (
+    oauth2_connection_refresh,
+    oauth2_connection_revoke,
+    oauth2_connection_test,
+    oauth2_redirect_uri,
+)
 from secrets_app.services.secrets import (
     rs256_key_pair_generate,
     secret_create,
@@ -36,7 +47,15 @@ class SecretAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
     actions = ["test_selected", "delete_selected_secrets"]
     change_form_template = "admin/secrets_app/secret/change_form.html"
-    readonly_fields = ("kind_label", "status_badge", "status_detail", "last_tested_at", "last_used_at", "updated_at")
+    readonly_fields = (
+        "kind_label",
+        "redirect_uri",
+        "status_badge",
+        "status_detail",
+        "last_tested_at",
+        "last_used_at",
+        "updated_at",
+    )
 
     # -- which kind ----------------------------------------------------------------
 
@@ -65,6 +84,8 @@ class SecretAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         kind_class = self._kind_class(request, obj)
         general = ["name", "kind_label", "description"]
+        if kind_class.slug == "oauth2":
+            general.append("redirect_uri")
         fieldsets = [
             (None, {"fields": general}),
             (
@@ -86,8 +107,26 @@ class SecretAdmin(admin.ModelAdmin):
         kind_class = SECRET_KINDS.get(obj.kind) if obj and obj.pk else None
         return kind_class.label if kind_class else "-"
 
+    @admin.display(description="Redirect URI")
+    def redirect_uri(self, obj):
+        if obj is None or not obj.pk:
+            template = oauth2_redirect_uri(secret=Secret(name="NAME"))
+            return format_html(
+                '<code id="redirect-uri" data-template="{}">{}</code><div class="help">Register this at the provider; '
+                "NAME is the secret's name.</div>",
+                template,
+                template,
+            )
+        return format_html('<code id="redirect-uri">{}</code>', oauth2_redirect_uri(secret=obj))
+
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj):
+        if obj.kind == "oauth2":
+            connection = OAuth2Connection.objects.filter(secret=obj).first()
+            status = connection.status if connection else OAuth2Connection.Status.NOT_CONNECTED
+            label = OAuth2Connection.Status(status).label
+            colour = {"connected": "#2e7d32", "needs_reauthorization": "#c62828"}.get(status, "#757575")
+            return format_html('<span style="color:{}">{}</span>', colour, label)
         return format_html(
             '<span style="color:{}">{}</span>', STATUS_COLOURS.get(obj.status, "#000"), obj.get_status_display()
         )
@@ -149,6 +188,12 @@ class SecretAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         own = [
+            path("<int:pk>/oauth2/", self.admin_site.admin_view(self.oauth2_view), name="secrets_app_secret_oauth2"),
+            path(
+                "<int:pk>/oauth2/<str:operation>/",
+                self.admin_site.admin_view(self.oauth2_operation_view),
+                name="secrets_app_secret_oauth2_operation",
+            ),
             path("<int:pk>/test/", self.admin_site.admin_view(self.test_view), name="secrets_app_secret_test"),
             path(
                 "<int:pk>/generate-key/",
@@ -188,10 +233,145 @@ class SecretAdmin(admin.ModelAdmin):
             self.message_user(request, f"{secret.name}: a new key pair was generated.", messages.SUCCESS)
         return self._back_to_change(secret)
 
+    # -- OAuth2: the manage-tokens page -----------------------------------------------
+
+    def oauth2_view(self, request, pk):
+        secret = get_object_or_404(Secret, pk=pk, kind="oauth2")
+        if not self.has_view_permission(request, secret):
+            raise PermissionDenied
+        connection = OAuth2Connection.objects.filter(secret=secret).first()
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": secret,
+            "title": f"OAuth2 tokens: {secret.name}",
+            "secret": secret,
+            "connection": connection,
+            "grant_type": secret.config.get("grant_type", "authorization_code"),
+            "redirect_uri": oauth2_redirect_uri(secret=secret),
+            "can_change": self.has_change_permission(request, secret),
+            "now": timezone.now(),
+            "operations": [
+                ("refresh", "Refresh now" if connection and connection.has_refresh_token else "Fetch access token"),
+                ("test", "Test connection"),
+                ("revoke", "Revoke"),
+            ],
+        }
+        return TemplateResponse(request, "admin/secrets_app/secret/oauth2.html", context)
+
+    def oauth2_operation_view(self, request, pk, operation):
+        manage = HttpResponseRedirect(reverse("admin:secrets_app_secret_oauth2", args=[pk]))
+        if request.method != "POST":
+            return manage
+        secret = self._secret_for_change(request, pk)
+        try:
+            if operation == "test":
+                self._report_probe(request, secret, oauth2_connection_test(secret=secret, acting_user=request.user))
+            elif operation == "refresh":
+                connection = oauth2_connection_refresh(secret=secret, acting_user=request.user)
+                until = f" until {connection.expires_at:%Y-%m-%d %H:%M:%S %Z}" if connection.expires_at else ""
+                self.message_user(request, f"New access token stored; valid{until}.", messages.SUCCESS)
+            elif operation == "revoke":
+                self.message_user(
+                    request, oauth2_connection_revoke(secret=secret, acting_user=request.user), messages.SUCCESS
+                )
+            else:
+                raise PermissionDenied
+        except VaultError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        return manage
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         kind_class = self._kind_class(request, obj)
         context.update({"kind": kind_class, "testable": bool(obj and kind_class.testable)})
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+class ConnectionStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("connected", "Connected"),
+            ("expiring", "Expiring soon"),
+            ("needs_reauthorization", "Needs re-authorization"),
+            ("revoked", "Revoked"),
+            ("not_connected", "Not connected"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "expiring":
+            soon = timezone.now() + timedelta(seconds=vault_settings.oauth2_proactive_window_seconds)
+            return queryset.filter(status=OAuth2Connection.Status.CONNECTED, expires_at__lte=soon)
+        if self.value():
+            return queryset.filter(status=self.value())
+        return queryset
+
+
+@admin.register(OAuth2Connection)
+class OAuth2ConnectionAdmin(admin.ModelAdmin):
+    """The connections manager: every OAuth2 connection, its health, bulk actions."""
+
+    list_display = ("secret_link", "provider", "status_label", "identity", "expires", "last_refreshed_at", "last_error")
+    list_filter = (ConnectionStatusFilter,)
+    search_fields = ("secret__name", "identity")
+    actions = ["refresh_selected", "revoke_selected"]
+    list_select_related = ("secret",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("secrets_app.view_secret")
+
+    @admin.display(description="Secret", ordering="secret__name")
+    def secret_link(self, obj):
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:secrets_app_secret_oauth2", args=[obj.secret_id]), obj.secret.name
+        )
+
+    @admin.display(description="Provider")
+    def provider(self, obj):
+        return obj.secret.config.get("preset") or "-"
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj):
+        return obj.get_status_display()
+
+    @admin.display(description="Expires", ordering="expires_at")
+    def expires(self, obj):
+        from django.utils.timesince import timesince, timeuntil
+
+        if obj.expires_at is None:
+            return "-"
+        if obj.expires_at > timezone.now():
+            return f"in {timeuntil(obj.expires_at)}"
+        return f"{timesince(obj.expires_at)} ago"
+
+    def _bulk(self, request, queryset, operation, verb):
+        if not request.user.has_perm("secrets_app.change_secret"):
+            raise PermissionDenied
+        for connection in queryset.select_related("secret"):
+            try:
+                operation(secret=connection.secret, acting_user=request.user)
+                self.message_user(request, f"{connection.secret.name}: {verb}.", messages.SUCCESS)
+            except VaultError as exc:
+                self.message_user(request, f"{connection.secret.name}: {exc}", messages.ERROR)
+
+    @admin.action(description="Refresh selected connections")
+    def refresh_selected(self, request, queryset):
+        self._bulk(request, queryset, oauth2_connection_refresh, "refreshed")
+
+    @admin.action(description="Revoke selected connections")
+    def revoke_selected(self, request, queryset):
+        self._bulk(request, queryset, oauth2_connection_revoke, "revoked")
 
 
 @admin.register(AuditEvent)

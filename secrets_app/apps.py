@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class SecretsAppConfig(AppConfig):
@@ -7,3 +8,6 @@ class SecretsAppConfig(AppConfig):
 
     def ready(self):
         from secrets_app import checks  # noqa: F401  (registers the checks)
+        from secrets_app.schedules import periodic_tasks_ensure
+
+        post_migrate.connect(periodic_tasks_ensure, sender=self)

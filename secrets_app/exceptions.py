@@ -73,8 +73,12 @@ class NotConnected(OAuth2Error):
 
 
 class ReauthorizationRequired(NotConnected):
-    pass
+    def __init__(self, message: str, *, error: str = ""):
+        self.error = error  # the provider's error code, e.g. invalid_grant
+        super().__init__(message)
 
 
 class TokenEndpointUnavailable(OAuth2Error):
-    pass
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        self.retry_after = retry_after  # seconds, from a Retry-After header
+        super().__init__(message)

@@ -44,7 +44,7 @@ def sign(claims: Mapping[str, Any], key: jwk.JWK, algorithm: str, *, headers: Ma
     return token.serialize(compact=True)
 
 
-def _decode_header(token: str) -> dict[str, Any]:
+def decode_header(token: str) -> dict[str, Any]:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise TokenRejected("The token is not a compact JWS.")
     try:
@@ -70,7 +70,7 @@ def verify(
 
     Raises TokenRejected (InsufficientScope for a valid token lacking a scope).
     """
-    header = _decode_header(token)
+    header = decode_header(token)
     if header.get("alg") != algorithm:
         raise TokenRejected("The token's algorithm is not accepted.")
     verifier = jws.JWS()

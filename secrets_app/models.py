@@ -82,3 +82,77 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.target_type} {self.target_name}"
+
+
+class OAuth2Connection(models.Model):
+    """The live side of an OAuth2 secret: its tokens and what happened to them.
+
+    Tokens change only through ``secrets_app.oauth2.tokens``: every change bumps
+    ``version``, and a refresh takes the row's lease first (``lease_owner`` and
+    ``lease_expires_at``, a compare-and-set that works on every database), so that
+    exactly one process talks to the provider per expired token.
+    """
+
+    class Status(models.TextChoices):
+        NOT_CONNECTED = "not_connected", "Not connected"
+        CONNECTED = "connected", "Connected"
+        NEEDS_REAUTHORIZATION = "needs_reauthorization", "Needs re-authorization"
+        REVOKED = "revoked", "Revoked"
+
+    secret = models.OneToOneField(Secret, on_delete=models.CASCADE, related_name="oauth2_connection")
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.NOT_CONNECTED, db_index=True)
+    tokens = EncryptedJSONField(default=SecretValues, help_text="access_token, refresh_token, id_token")
+    token_type = models.CharField(max_length=40, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    granted_scope = models.TextField(blank=True)
+    identity = models.CharField(max_length=255, blank=True, help_text="The connected account (e-mail or user name).")
+    connected_at = models.DateTimeField(null=True, blank=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    failure_count = models.PositiveIntegerField(default=0)
+    version = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_refresh_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    provider_data = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Non-secret details a provider returns (Salesforce's instance_url, Slack's team).",
+    )
+
+    class Meta:
+        verbose_name = "OAuth2 connection"
+
+    def __str__(self) -> str:
+        return self.secret.name
+
+    def __repr__(self) -> str:
+        return f"<OAuth2Connection {self.secret_id} {self.status} v{self.version}>"
+
+    @property
+    def has_access_token(self) -> bool:
+        return bool(self.tokens.get("access_token"))
+
+    @property
+    def has_refresh_token(self) -> bool:
+        return bool(self.tokens.get("refresh_token"))
+
+
+class OAuth2AuthorizationRequest(models.Model):
+    """One "Request access token" attempt, waiting for the provider's redirect.
+
+    The ``state`` sent to the provider is stored only as a hash; the row is bound to the
+    user and the browser session that started it, expires, and is consumed once.
+    """
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    secret = models.ForeignKey(Secret, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_hash = models.CharField(max_length=64)
+    pkce = EncryptedJSONField(default=SecretValues, help_text="code_verifier")
+    redirect_uri = models.CharField(max_length=500)
+    requested_scope = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    consumed_at = models.DateTimeField(null=True, blank=True)

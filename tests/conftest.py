@@ -7,10 +7,14 @@ never skips, when it cannot reach it, with the command that starts it.
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Permission
 
+from secrets_app.jose import jwks_cache
+from secrets_app.services.secrets import secret_create
+from tests.provider import PROVIDER_LOG, Browser, provider_application
 from tests.servers import RecordingServer
 
 SERVICE_START_COMMANDS = {
@@ -86,3 +90,124 @@ def postgresql():
         "user": "postgres",
         "password": "pg-pw-unused-by-trust",
     }
+
+
+# -- the OAuth2 provider (django-oauth-toolkit on the live server) -------------------------
+
+OWNER = {"username": "owner", "password": "owner-password-1", "email": "owner@example.com"}
+
+
+@pytest.fixture
+def provider(live_server, settings):
+    """django-oauth-toolkit on the live server; BASE_URL points there too."""
+    settings.BASE_URL = live_server.url
+    PROVIDER_LOG.clear()
+    jwks_cache.clear()
+    base = live_server.url
+    return SimpleNamespace(
+        url=base,
+        issuer=f"{base}/o",
+        authorize_url=f"{base}/o/authorize/",
+        token_url=f"{base}/o/token/",
+        revocation_url=f"{base}/o/revoke_token/",
+        userinfo_url=f"{base}/o/userinfo/",
+        log=PROVIDER_LOG,
+    )
+
+
+@pytest.fixture
+def owner(transactional_db, django_user_model):
+    """An admin of Flowgate who is also the account holder at the provider."""
+    return django_user_model.objects.create_superuser(**OWNER)
+
+
+@pytest.fixture
+def browser(provider, owner):
+    browser = Browser(provider.url)
+    browser.login(OWNER["username"], OWNER["password"])
+    return browser
+
+
+@pytest.fixture
+def oauth2_secret(provider):
+    """Make an OAuth2 secret registered at the provider: ``oauth2_secret(name, client_auth=...)``."""
+
+    def make(name="crm", *, client_auth="basic", scope="openid email read offline_access", **fields):
+        client_type = "public" if client_auth == "none" else "confidential"
+        client_id, client_secret = provider_application(
+            name=name, redirect_uri=f"{provider.url}/oauth/{name}/callback/", client_type=client_type
+        )
+        data = {
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "client_auth": client_auth,
+            "issuer": provider.issuer,
+            "authorize_url": provider.authorize_url,
+            "token_url": provider.token_url,
+            "revocation_url": provider.revocation_url,
+            "userinfo_url": provider.userinfo_url,
+            "scope": scope,
+            **fields,
+        }
+        return secret_create(name=name, kind="oauth2", data=data)
+
+    return make
+
+
+@pytest.fixture
+def connected(oauth2_secret, browser):
+    """An OAuth2 secret connected through the whole dance."""
+
+    def make(name="crm", **kwargs):
+        secret = oauth2_secret(name, **kwargs)
+        response = browser.connect(name)
+        assert response.status_code == 302, response.text[:1000]
+        return secret
+
+    return make
+
+
+# -- headless Chromium, for admin journeys a person makes ----------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread, which makes Django refuse
+    # database calls from the test body; the test code itself is synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+
+
+def admin_login(page, base_url: str, username: str, password: str) -> None:
+    page.goto(f"{base_url}/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base_url}/admin/")

@@ -37,3 +37,38 @@ CELERY_TASK_DEFAULT_QUEUE = f"flowgate-test-{os.getpid()}"
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# -- django-oauth-toolkit as the OAuth2 provider the client code is tested against -------
+# Served by pytest-django's live server over http on loopback, hence the insecure-transport
+# switch (oauthlib otherwise insists on https; production keeps that rule).
+os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+
+
+def _provider_signing_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+OAUTH2_PROVIDER = {
+    "PKCE_REQUIRED": True,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "ACCESS_TOKEN_EXPIRE_SECONDS": 300,
+    "OIDC_ENABLED": True,
+    "OIDC_RSA_PRIVATE_KEY": _provider_signing_key(),
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "OAUTH2_VALIDATOR_CLASS": "tests.provider.ProviderValidator",
+    "SCOPES": {
+        "openid": "OpenID Connect",
+        "email": "E-mail address",
+        "read": "Read",
+        "write": "Write",
+        "offline_access": "Refresh tokens",
+    },
+}
+MIDDLEWARE = [*MIDDLEWARE, "tests.provider.TokenEndpointLog"]  # noqa: F405

@@ -9,7 +9,7 @@ import hmac
 
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, KindField, SecretKind
+from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, KindField, SecretKind, bearer_auth
 
 
 class ApiToken(SecretKind):
@@ -44,7 +44,7 @@ class ApiToken(SecretKind):
         header = self.value("header")
         if header and header.lower() != "authorization":
             return HeaderAuth({header: self.value("token")})
-        return HeaderAuth({"Authorization": f"Bearer {self.value('token')}"})
+        return bearer_auth(self.value("token"))
 
     def matches(self, presented: str) -> bool:
         """Constant-time check of a token a caller presented."""

@@ -170,6 +170,11 @@ class HeaderAuth(requests.auth.AuthBase):
         return f"<HeaderAuth {', '.join(self._headers)}>"
 
 
+def bearer_auth(token: str) -> HeaderAuth:
+    """``Authorization: Bearer <token>`` (RFC 6750 §2.1)."""
+    return HeaderAuth({"Authorization": f"Bearer {token}"})
+
+
 def basic_authorization(username: str, password: str) -> str:
     """``Authorization`` value for HTTP Basic (RFC 7617), UTF-8 encoded."""
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
@@ -353,7 +358,7 @@ class JoseKind(SecretKind):
     def verify_jws(self, token: str, *, audience=None, issuer=None, scopes=(), leeway=None) -> dict[str, Any]:
         from secrets_app import jose
 
-        kid = jose._decode_header(token).get("kid")
+        kid = jose.decode_header(token).get("kid")
         keys = self.verification_keys(kid=kid if isinstance(kid, str) else None)
         return jose.verify(
             token, keys, algorithm=self.algorithm, audience=audience, issuer=issuer, scopes=scopes, leeway=leeway

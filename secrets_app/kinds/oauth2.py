@@ -1,12 +1,23 @@
 """OAuth2 connection: a client registration at a provider, and (once connected) its tokens.
 
-The configuration lives here; the authorization dance, token storage and refresh live in
-``secrets_app.oauth2`` and ``secrets_app.services.oauth2``.
+The configuration lives here: a preset fills what is left blank, an issuer URL fills the
+endpoints from the provider's metadata. The authorization dance, token storage and
+refresh live in ``secrets_app.oauth2`` and ``secrets_app.services.oauth2``; ``auth()``
+gives requests a Bearer token that is refreshed before it expires and once more when the
+API answers 401.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import requests
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import KindField, SecretKind
+from secrets_app.kinds.base import CleanedSecret, KindField, SecretKind, bearer_auth
+from secrets_app.oauth2.providers import FIELDS as PRESET_FIELDS
+from secrets_app.oauth2.providers import preset_choices, presets
 
 GRANT_TYPES = (
     ("authorization_code", "Authorization code with PKCE (a user connects an account)"),
@@ -17,6 +28,50 @@ CLIENT_AUTH_METHODS = (
     ("post", "client_secret_post (in the form body)"),
     ("none", "none (public client, PKCE only)"),
 )
+#: Authorization request parameters we set ourselves; extra parameters cannot replace them.
+RESERVED_PARAMETERS = frozenset(
+    {"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"}
+)
+
+
+class OAuth2BearerAuth(requests.auth.AuthBase):
+    """Bearer auth with a token that is always fresh, retried once after a 401.
+
+    On a 401 the token that was refused is refreshed (once, across all processes, see
+    ``secrets_app.oauth2.tokens``) and the request is sent again with the new token.
+    """
+
+    def __init__(self, secret):
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"<OAuth2BearerAuth {self._secret.name!r}>"
+
+    def __call__(self, request):
+        from secrets_app.oauth2.tokens import access_token_get
+
+        token = access_token_get(self._secret)
+        request = bearer_auth(token)(request)
+        request.register_hook("response", self._retry_after_401(token))
+        return request
+
+    def _retry_after_401(self, sent_token: str):
+        def hook(response, **kwargs):
+            if response.status_code != 401 or getattr(response.request, "_flowgate_retried", False):
+                return response
+            from secrets_app.oauth2.tokens import access_token_get
+
+            token = access_token_get(self._secret, rejected_token=sent_token)
+            response.content  # noqa: B018  (read the body so the connection can be reused)
+            response.close()
+            retry = bearer_auth(token)(response.request.copy())
+            retry._flowgate_retried = True
+            again = response.connection.send(retry, **kwargs)
+            again.history.append(response)
+            again.request = retry
+            return again
+
+        return hook
 
 
 class OAuth2(SecretKind):
@@ -25,14 +80,33 @@ class OAuth2(SecretKind):
     description = "An OAuth2 client at a provider; connect an account once and flows keep a fresh token."
     testable = True
     fields = (
+        KindField(
+            "preset",
+            "Provider preset",
+            type="choice",
+            choices=(("", "— none —"), *preset_choices()),
+            required=False,
+            help_text="Fills the fields you leave blank with the provider's endpoints, scopes and quirks.",
+        ),
         KindField("grant_type", "Grant type", type="choice", choices=GRANT_TYPES, default="authorization_code"),
         KindField("client_id", "Client ID"),
         KindField("client_secret", "Client secret", secret=True, required=False),
         KindField("client_auth", "Client authentication", type="choice", choices=CLIENT_AUTH_METHODS, default="basic"),
+        KindField(
+            "issuer",
+            "Issuer URL",
+            type="url",
+            required=False,
+            help_text="With an issuer, blank endpoints are discovered from its metadata, and the "
+            "authorization response's 'iss' must match it exactly (RFC 9207).",
+        ),
         KindField("authorize_url", "Authorization URL", type="url", required=False),
         KindField("token_url", "Token URL", type="url", required=False),
         KindField("revocation_url", "Revocation URL", type="url", required=False, help_text="RFC 7009 endpoint."),
         KindField("userinfo_url", "Userinfo URL", type="url", required=False),
+        KindField(
+            "jwks_url", "JWKS URL", type="url", required=False, help_text="The issuer's keys, to verify ID tokens."
+        ),
         KindField("scope", "Scope", required=False, help_text="Space-separated scopes to request."),
         KindField(
             "extra_authorize_params",
@@ -40,21 +114,98 @@ class OAuth2(SecretKind):
             type="mapping",
             required=False,
             separator="=",
-            help_text="One 'name=value' per line, e.g. access_type=offline, prompt=consent.",
+            help_text="One 'name=value' per line, e.g. access_type=offline, prompt=consent, duration=permanent.",
+        ),
+        KindField(
+            "identity_url",
+            "Identity URL",
+            type="url",
+            required=False,
+            help_text="GET with the token to name the connected account (when there is no userinfo).",
+        ),
+        KindField(
+            "identity_field",
+            "Identity field",
+            required=False,
+            help_text="Dotted path of the name in the identity or userinfo answer, e.g. data.username.",
         ),
         KindField("test_url", "Test URL", type="url", required=False, help_text="GET with the access token by 'Test'."),
+        KindField("pkce", "Use PKCE", type="boolean", default=True, help_text="RFC 7636 with S256. Leave on."),
+        KindField(
+            "require_iss",
+            "Require 'iss' in the authorization response",
+            type="boolean",
+            default=False,
+            help_text="Set by discovery when the provider supports RFC 9207.",
+        ),
+        KindField(
+            "hooks",
+            "Provider hooks",
+            required=False,
+            help_text="Dotted path of an OAuth2Hooks class for a provider that does not follow the standard.",
+        ),
     )
 
     @classmethod
+    def clean(cls, data: Mapping[str, Any], previous: CleanedSecret | None = None) -> CleanedSecret:
+        """A preset, then the issuer's metadata, fill what the user left blank."""
+        data = dict(data)
+        preset = presets().get(data.get("preset") or "")
+        if preset:
+            for field in PRESET_FIELDS:
+                if field in preset and not data.get(field):
+                    data[field] = preset[field]
+        issuer = data.get("issuer")
+        if issuer and isinstance(issuer, str) and not (data.get("token_url") and data.get("authorize_url")):
+            from secrets_app.oauth2.discovery import DiscoveryFailed, discover
+
+            try:
+                discovered = discover(issuer)
+            except DiscoveryFailed as exc:
+                raise ValidationError({"issuer": str(exc)}) from None
+            for field, value in discovered.items():
+                if data.get(field) in (None, "", False):
+                    data[field] = value
+        return super().clean(data, previous)
+
+    @classmethod
     def validate(cls, config, values):
-        errors = {}
-        if config["grant_type"] == "authorization_code" and not config.get("authorize_url"):
+        errors: dict[str, str] = {}
+        authorization_code = config["grant_type"] == "authorization_code"
+        if authorization_code and not config.get("authorize_url"):
             errors["authorize_url"] = "Required for the authorization code grant."
         if not config.get("token_url"):
             errors["token_url"] = "This field is required."
         if config["client_auth"] != "none" and not values.get("client_secret"):
             errors["client_secret"] = "Required unless client authentication is 'none'."
-        if config["client_auth"] == "none" and config["grant_type"] == "client_credentials":
+        if config["client_auth"] == "none" and not authorization_code:
             errors["client_auth"] = "The client credentials grant needs a client secret."
+        if config["client_auth"] == "none" and not config.get("pkce"):
+            errors["pkce"] = "A public client (client authentication 'none') must use PKCE."
+        reserved = sorted(RESERVED_PARAMETERS & set(config.get("extra_authorize_params", {})))
+        if reserved:
+            errors["extra_authorize_params"] = f"Set by Flowgate, not here: {', '.join(reserved)}."
+        if config.get("hooks"):
+            from secrets_app.oauth2.client import load_hooks_class
+
+            try:
+                load_hooks_class(config["hooks"])
+            except ValueError as exc:
+                errors["hooks"] = str(exc)
         if errors:
             raise ValidationError(errors)
+
+    def auth(self):
+        return OAuth2BearerAuth(self.secret)
+
+    def secret_strings(self) -> set[str]:
+        from secrets_app.models import OAuth2Connection
+
+        strings = super().secret_strings()
+        connection = OAuth2Connection.objects.filter(secret=self.secret).only("tokens").first()
+        if connection is not None:
+            strings |= {value for value in connection.tokens.values() if isinstance(value, str)}
+        return strings
+
+    def probe(self):
+        return self.http_probe(self.value("test_url"))

@@ -1,0 +1,328 @@
+"""Stored OAuth2 tokens: a fresh access token on demand, refreshed exactly once.
+
+Providers that rotate refresh tokens revoke the whole grant when a spent refresh token
+is used again, so two processes refreshing the same connection at the same moment
+means a dead connection. The protocol here, the same on every database:
+
+1. Read the connection. An access token valid for longer than the leeway is used as is.
+2. Take the row's lease: ``UPDATE ... SET lease_owner = me WHERE version = <read> AND
+   the lease is free or expired``. For a given version exactly one process wins.
+3. The others wait with short sleeps until ``version`` changes and use the new token;
+   if the winner failed meanwhile they report its error instead of trying again; if the
+   winner died, its lease expires and one of them takes over.
+4. The winner asks the provider, then stores access token, rotated refresh token (or the
+   old one when none came back), expiry and scope in one ``UPDATE ... WHERE version =
+   <read>`` that also bumps ``version`` and frees the lease.
+
+No transaction or row lock is held while waiting for the provider, and SQLite (where
+``select_for_update`` does nothing) behaves exactly like PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from secrets_app import signals
+from secrets_app.app_settings import vault_settings
+from secrets_app.exceptions import (
+    NotConnected,
+    ReauthorizationRequired,
+    SecretMisconfigured,
+    TokenEndpointUnavailable,
+)
+from secrets_app.models import OAuth2Connection, Secret
+from secrets_app.oauth2.client import OAuth2Config, TokenResult, hooks_for
+from secrets_app.services.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+
+
+def connection_for(secret: Secret) -> OAuth2Connection:
+    connection, _created = OAuth2Connection.objects.get_or_create(secret=secret)
+    connection.secret = secret
+    return connection
+
+
+def is_expiring(connection: OAuth2Connection, *, within_seconds: float | None = None) -> bool:
+    if connection.expires_at is None:
+        return False
+    within = vault_settings.oauth2_refresh_leeway_seconds if within_seconds is None else within_seconds
+    return connection.expires_at <= timezone.now() + timedelta(seconds=within)
+
+
+def raise_unless_usable(connection: OAuth2Connection, config: OAuth2Config) -> None:
+    name = connection.secret.name
+    status = connection.status
+    if status == OAuth2Connection.Status.NEEDS_REAUTHORIZATION:
+        raise ReauthorizationRequired(f"OAuth2 secret {name!r} needs re-authorization: {connection.last_error}")
+    if status == OAuth2Connection.Status.REVOKED and config.grant_type != "client_credentials":
+        raise NotConnected(f"OAuth2 secret {name!r} was revoked; use 'Request access token' to connect it again.")
+    if status == OAuth2Connection.Status.NOT_CONNECTED and config.grant_type != "client_credentials":
+        raise NotConnected(f"OAuth2 secret {name!r} is not connected; use 'Request access token' in the admin.")
+
+
+def access_token_get(secret: Secret, *, rejected_token: str | None = None) -> str:
+    """A valid access token for ``secret``, refreshed first when it expires soon.
+
+    ``rejected_token``: the API just answered 401 to this token. It is refreshed unless
+    another process already replaced it, so a burst of 401s causes one refresh.
+    """
+    connection = connection_for(secret)
+    config = OAuth2Config.from_secret(secret)
+    raise_unless_usable(connection, config)
+    token = connection.tokens.get("access_token")
+    if token and token != rejected_token and not is_expiring(connection):
+        return token
+    connection = refresh(connection, config)
+    return connection.tokens["access_token"]
+
+
+def refresh(stale: OAuth2Connection, config: OAuth2Config) -> OAuth2Connection:
+    """Refresh (or, for client credentials, fetch) the tokens of ``stale``'s version, once.
+
+    Returns the connection as stored afterwards, by this process or another.
+    """
+    owner = uuid.uuid4().hex
+    waiting_since = timezone.now()
+    deadline = time.monotonic() + vault_settings.oauth2_refresh_lock_seconds * MAX_ATTEMPTS + 5
+    delay = 0.02
+    while not _take_lease(stale, owner):
+        current = OAuth2Connection.objects.select_related("secret").get(pk=stale.pk)
+        if current.version != stale.version:
+            raise_unless_usable(current, config)
+            return current
+        if not current.lease_owner and current.last_error_at and current.last_error_at >= waiting_since:
+            raise TokenEndpointUnavailable(current.last_error or "The refresh failed.")
+        if time.monotonic() > deadline:
+            raise TokenEndpointUnavailable("Timed out waiting for another process to refresh the token.")
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
+    try:
+        result = _ask_provider(stale, config, owner)
+    except ReauthorizationRequired as exc:
+        _store_failure(stale, owner, str(exc), permanent=True)
+        raise
+    except (TokenEndpointUnavailable, SecretMisconfigured) as exc:
+        _store_failure(stale, owner, str(exc), permanent=False, retry_after=getattr(exc, "retry_after", None))
+        raise
+    except BaseException:
+        _release_lease(stale, owner)
+        raise
+    return store_tokens(stale, result)
+
+
+def _take_lease(connection: OAuth2Connection, owner: str) -> bool:
+    now = timezone.now()
+    return bool(
+        OAuth2Connection.objects.filter(pk=connection.pk, version=connection.version)
+        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now))
+        .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds))
+    )
+
+
+def _release_lease(connection: OAuth2Connection, owner: str) -> None:
+    OAuth2Connection.objects.filter(pk=connection.pk, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+
+
+def _ask_provider(connection: OAuth2Connection, config: OAuth2Config, owner: str) -> TokenResult:
+    """One call to the provider, retried with backoff while the failure is transient."""
+    hooks = hooks_for(config)
+    refresh_token = connection.tokens.get("refresh_token")
+    if config.grant_type != "client_credentials" and not refresh_token:
+        raise ReauthorizationRequired("The access token expired and the provider gave no refresh token; reconnect.")
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            if config.grant_type == "client_credentials":
+                return hooks.fetch_client_credentials(config)
+            return hooks.refresh(config, refresh_token=refresh_token)
+        except TokenEndpointUnavailable as exc:
+            pause = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** (attempt - 1) * (1 + random.random())
+            if attempt == MAX_ATTEMPTS or pause > 5:
+                raise
+            time.sleep(pause)
+            OAuth2Connection.objects.filter(pk=connection.pk, lease_owner=owner).update(
+                lease_expires_at=timezone.now() + timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds)
+            )
+    raise AssertionError("unreachable")
+
+
+def next_refresh_at(connection_id: int, expires_at: datetime | None) -> datetime | None:
+    """When the beat job should refresh: between half the window and the whole window
+    before expiry, spread by the connection's id so that many connections issued at the
+    same moment do not reach the provider together."""
+    if expires_at is None:
+        return None
+    lifetime = max((expires_at - timezone.now()).total_seconds(), 0)
+    window = min(vault_settings.oauth2_proactive_window_seconds, lifetime / 2)
+    spread = (connection_id * 2654435761 % 2**32) / 2**32
+    return expires_at - timedelta(seconds=window * (0.5 + 0.5 * spread))
+
+
+def store_tokens(
+    stale: OAuth2Connection,
+    result: TokenResult,
+    *,
+    identity: str | None = None,
+    connected: bool = False,
+    acting_user=None,
+) -> OAuth2Connection:
+    """Save a provider's answer in one compare-and-set on ``stale.version``.
+
+    ``connected``: the answer to a new authorization (not a refresh): nothing of the old
+    grant is kept, and the identity and connection time are recorded.
+    """
+    now = timezone.now()
+    tokens = {
+        "access_token": result.token,
+        "refresh_token": result.refresh_token or (None if connected else stale.tokens.get("refresh_token")),
+        "id_token": result.id_token or (None if connected else stale.tokens.get("id_token")),
+    }
+    expires_at = now + timedelta(seconds=result.expires_in) if result.expires_in else None
+    changes = {
+        "tokens": {key: value for key, value in tokens.items() if value},
+        "token_type": result.token_type[:40],
+        "expires_at": expires_at,
+        "status": OAuth2Connection.Status.CONNECTED,
+        "version": F("version") + 1,
+        "last_refreshed_at": now,
+        "last_error": "",
+        "last_error_at": None,
+        "failure_count": 0,
+        "lease_owner": "",
+        "lease_expires_at": None,
+        "next_refresh_at": next_refresh_at(stale.pk, expires_at),
+    }
+    if result.scope is not None or connected:
+        changes["granted_scope"] = (
+            result.scope if result.scope is not None else OAuth2Config.from_secret(stale.secret).scope
+        )
+    if identity is not None:
+        changes["identity"] = identity[:255]
+    if result.extra or connected:
+        changes["provider_data"] = result.extra
+    if connected:
+        changes["connected_at"] = now
+    recovered = bool(stale.failure_count or stale.status == OAuth2Connection.Status.NEEDS_REAUTHORIZATION)
+    # A new grant from the user always wins; a refresh only replaces the version it read.
+    target = OAuth2Connection.objects.filter(pk=stale.pk)
+    if not connected:
+        target = target.filter(version=stale.version)
+    with transaction.atomic():
+        stored = target.update(**changes)
+        if not stored:
+            # Only when our lease expired mid-request and another process stored first.
+            logger.warning(
+                "OAuth2 secret %r: a concurrent refresh stored first; keeping its tokens.", stale.secret.name
+            )
+        else:
+            audit_record(
+                acting_user=acting_user,
+                actor_label="oauth2",
+                action="oauth2.connect" if connected else "oauth2.refresh",
+                target_type="secret",
+                target_name=stale.secret.name,
+                detail={
+                    "refresh_token_rotated": bool(result.refresh_token)
+                    and result.refresh_token != stale.tokens.get("refresh_token")
+                },
+            )
+            if recovered:
+                audit_record(
+                    actor_label="oauth2", action="oauth2.recovered", target_type="secret", target_name=stale.secret.name
+                )
+                secret = stale.secret
+                transaction.on_commit(lambda: signals.oauth2_connection_recovered.send(sender=Secret, secret=secret))
+    current = OAuth2Connection.objects.select_related("secret").get(pk=stale.pk)
+    return current
+
+
+def _store_failure(
+    stale: OAuth2Connection, owner: str, reason: str, *, permanent: bool, retry_after: float | None = None
+) -> None:
+    now = timezone.now()
+    changes = {
+        "last_error": reason[:500],
+        "last_error_at": now,
+        "failure_count": F("failure_count") + 1,
+        "lease_owner": "",
+        "lease_expires_at": None,
+    }
+    if permanent:
+        changes.update(
+            status=OAuth2Connection.Status.NEEDS_REAUTHORIZATION, version=F("version") + 1, next_refresh_at=None
+        )
+    else:
+        backoff = max(retry_after or 0, 60 * min(2**stale.failure_count, 32))
+        changes["next_refresh_at"] = now + timedelta(seconds=backoff)
+    with transaction.atomic():
+        if not OAuth2Connection.objects.filter(pk=stale.pk, lease_owner=owner).update(**changes):
+            return
+        audit_record(
+            actor_label="oauth2",
+            action="oauth2.needs_reauthorization" if permanent else "oauth2.refresh_failed",
+            target_type="secret",
+            target_name=stale.secret.name,
+            detail={"reason": reason[:300]},
+        )
+        if permanent:
+            secret = stale.secret
+            transaction.on_commit(
+                lambda: signals.oauth2_connection_needs_reauthorization.send(
+                    sender=Secret, secret=secret, reason=reason
+                )
+            )
+
+
+def _acquire_lease(connection: OAuth2Connection) -> tuple[OAuth2Connection, str]:
+    """Take the lease on whatever version is current (for revocation), waiting if held."""
+    owner = uuid.uuid4().hex
+    deadline = time.monotonic() + vault_settings.oauth2_refresh_lock_seconds * MAX_ATTEMPTS + 5
+    while True:
+        current = OAuth2Connection.objects.select_related("secret").get(pk=connection.pk)
+        if _take_lease(current, owner):
+            return current, owner
+        if time.monotonic() > deadline:
+            raise TokenEndpointUnavailable("Timed out waiting for a refresh in progress.")
+        time.sleep(0.05 * (1 + random.random()))
+
+
+def revoke(connection: OAuth2Connection, config: OAuth2Config) -> bool:
+    """Revoke at the provider (refresh token first, then access token, RFC 7009) and
+    forget the tokens. Returns whether the provider was asked (it has an endpoint).
+
+    If the provider cannot be reached the tokens are kept, so revocation can be retried.
+    """
+    current, owner = _acquire_lease(connection)
+    asked = bool(config.revocation_url)
+    try:
+        if asked:
+            hooks = hooks_for(config)
+            for hint in ("refresh_token", "access_token"):
+                if current.tokens.get(hint):
+                    hooks.revoke(config, token=current.tokens[hint], token_type_hint=hint)
+    except BaseException:
+        _release_lease(current, owner)
+        raise
+    OAuth2Connection.objects.filter(pk=current.pk, lease_owner=owner).update(
+        tokens={},
+        status=OAuth2Connection.Status.REVOKED,
+        version=F("version") + 1,
+        expires_at=None,
+        next_refresh_at=None,
+        last_error="",
+        last_error_at=None,
+        failure_count=0,
+        lease_owner="",
+        lease_expires_at=None,
+    )
+    return asked

@@ -1,0 +1,13 @@
+"""Signals other parts of the product (a notification, a flow) can hang on.
+
+Both are sent after the change is committed, with ``sender=Secret`` and ``secret``.
+"""
+
+from django.dispatch import Signal
+
+#: The provider refused the grant (``invalid_grant`` and the like): a person must reconnect.
+#: Extra argument: ``reason``, a short text without values.
+oauth2_connection_needs_reauthorization = Signal()
+
+#: A connection that had failed works again (a refresh succeeded, or it was reconnected).
+oauth2_connection_recovered = Signal()

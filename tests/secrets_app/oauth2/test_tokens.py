@@ -1,0 +1,329 @@
+"""Using and keeping tokens: refresh on use, rotation, failures, revocation."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from oauth2_provider.models import AccessToken, RefreshToken
+
+from project import outbound
+from secrets_app import api, signals
+from secrets_app.exceptions import NotConnected, ReauthorizationRequired, TokenEndpointUnavailable
+from secrets_app.models import AuditEvent, OAuth2Connection, Secret
+from secrets_app.services.oauth2 import oauth2_connection_revoke, oauth2_due_refreshes_schedule
+from secrets_app.services.secrets import secret_create, secret_delete
+from secrets_app.tasks import oauth2_refresh_connection
+from tests.servers import RecordingServer, Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def expire(secret, *, in_seconds=-5):
+    OAuth2Connection.objects.filter(secret=secret).update(expires_at=timezone.now() + timedelta(seconds=in_seconds))
+
+
+def stored(secret) -> OAuth2Connection:
+    return OAuth2Connection.objects.get(secret=secret)
+
+
+def call_api(secret_name, server):
+    return outbound.request("GET", f"{server.url}/api", auth=api.auth_for(secret_name))
+
+
+def bearer(request):
+    return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+
+class TestRefreshOnUse:
+    def test_a_valid_token_is_used_as_it_is(self, connected, provider, local_server):
+        secret = connected()
+        token = stored(secret).tokens["access_token"]
+        call_api("crm", local_server)
+        assert bearer(local_server.last) == token
+        assert provider.log.grants("refresh_token") == []
+
+    def test_an_expired_token_is_refreshed_first_and_the_rotated_refresh_token_stored(
+        self, connected, provider, local_server
+    ):
+        secret = connected()
+        before = stored(secret)
+        expire(secret)
+        call_api("crm", local_server)
+        after = stored(secret)
+        assert len(provider.log.grants("refresh_token")) == 1
+        assert bearer(local_server.last) == after.tokens["access_token"] != before.tokens["access_token"]
+        assert after.tokens["refresh_token"] != before.tokens["refresh_token"]  # rotated, and saved
+        assert after.version == before.version + 1 and after.expires_at > timezone.now()
+        # the provider agrees: the old refresh token is spent, the new one is live
+        assert RefreshToken.objects.get(
+            token_checksum=RefreshToken.objects.filter(revoked__isnull=True).get().token_checksum
+        )
+
+    def test_a_token_expiring_within_the_leeway_is_refreshed(self, connected, provider, local_server, settings):
+        settings.FLOWGATE_OAUTH2_REFRESH_LEEWAY_SECONDS = 60
+        secret = connected()
+        expire(secret, in_seconds=30)
+        call_api("crm", local_server)
+        assert len(provider.log.grants("refresh_token")) == 1
+
+    def test_a_401_causes_one_forced_refresh_and_one_retry(self, connected, provider):
+        secret = connected()
+        first_token = stored(secret).tokens["access_token"]
+        api_server = RecordingServer(
+            lambda request: Reply(status=401 if bearer(request) == first_token else 200, body={})
+        )
+        try:
+            response = call_api("crm", api_server)
+            assert response.status_code == 200
+            assert [bearer(request) for request in api_server.requests] == [
+                first_token,
+                stored(secret).tokens["access_token"],
+            ]
+            assert len(provider.log.grants("refresh_token")) == 1
+            assert len(response.history) == 1 and response.history[0].status_code == 401
+        finally:
+            api_server.stop()
+
+    def test_a_second_401_is_returned_not_retried_again(self, connected, provider):
+        connected()
+        api_server = RecordingServer(lambda request: Reply(status=401))
+        try:
+            assert call_api("crm", api_server).status_code == 401
+            assert len(api_server.requests) == 2
+            assert len(provider.log.grants("refresh_token")) == 1
+        finally:
+            api_server.stop()
+
+
+class TestFailures:
+    def test_invalid_grant_needs_reauthorization_and_says_so(self, connected, provider, local_server):
+        secret = connected()
+        received = []
+        signals.oauth2_connection_needs_reauthorization.connect(
+            lambda **kwargs: received.append(kwargs), weak=False, dispatch_uid="t1"
+        )
+        try:
+            RefreshToken.objects.update(revoked=timezone.now())  # the user removed the app at the provider
+            expire(secret)
+            with pytest.raises(ReauthorizationRequired):
+                call_api("crm", local_server)
+        finally:
+            signals.oauth2_connection_needs_reauthorization.disconnect(dispatch_uid="t1")
+        connection = stored(secret)
+        assert connection.status == "needs_reauthorization"
+        assert "invalid_grant" in connection.last_error
+        assert received and received[0]["secret"].name == "crm"
+        assert AuditEvent.objects.filter(action="oauth2.needs_reauthorization", target_name="crm").exists()
+        with pytest.raises(ReauthorizationRequired, match="needs re-authorization"):
+            call_api("crm", local_server)
+        assert len(provider.log.grants("refresh_token")) == 1  # no retries after the grant died
+
+    def test_reconnecting_recovers_and_says_so(self, connected, browser, provider):
+        secret = connected()
+        OAuth2Connection.objects.filter(secret=secret).update(
+            status="needs_reauthorization", last_error="invalid_grant"
+        )
+        received = []
+        signals.oauth2_connection_recovered.connect(
+            lambda **kwargs: received.append(kwargs), weak=False, dispatch_uid="t2"
+        )
+        try:
+            assert browser.connect("crm").status_code == 302
+        finally:
+            signals.oauth2_connection_recovered.disconnect(dispatch_uid="t2")
+        assert stored(secret).status == "connected" and stored(secret).last_error == ""
+        assert received and AuditEvent.objects.filter(action="oauth2.recovered").exists()
+
+
+def token_endpoint_secret(server, name="flaky", **fields):
+    """An OAuth2 secret connected by hand, whose token endpoint is a local server."""
+    secret = secret_create(
+        name=name,
+        kind="oauth2",
+        data={
+            "client_id": "client",
+            "client_secret": "client-secret-1",
+            "authorize_url": f"{server.url}/authorize",
+            "token_url": f"{server.url}/token",
+            **fields,
+        },
+    )
+    OAuth2Connection.objects.create(
+        secret=secret,
+        status="connected",
+        tokens={"access_token": "old-access-1", "refresh_token": "old-refresh-1"},
+        expires_at=timezone.now() - timedelta(seconds=5),
+    )
+    return secret
+
+
+class TestProviderAnswers:
+    def test_a_refresh_without_a_new_refresh_token_keeps_the_old_one(self, db):
+        server = RecordingServer(
+            lambda request: Reply(body={"access_token": "new-access-2", "token_type": "Bearer", "expires_in": 3600})
+        )
+        try:
+            secret = token_endpoint_secret(server)
+            from secrets_app.oauth2.tokens import access_token_get
+
+            assert access_token_get(secret) == "new-access-2"
+            assert stored(secret).tokens == {"access_token": "new-access-2", "refresh_token": "old-refresh-1"}
+        finally:
+            server.stop()
+
+    def test_transient_failures_are_retried_with_backoff(self, db):
+        answers = [Reply(status=503), Reply(status=502), Reply(body={"access_token": "new-access-2", "expires_in": 60})]
+        server = RecordingServer(lambda request: answers.pop(0))
+        try:
+            secret = token_endpoint_secret(server)
+            from secrets_app.oauth2.tokens import access_token_get
+
+            assert access_token_get(secret) == "new-access-2"
+            assert len(server.requests) == 3
+        finally:
+            server.stop()
+
+    def test_a_provider_that_stays_down_keeps_the_token_and_records_the_error(self, db):
+        server = RecordingServer(lambda request: Reply(status=503))
+        try:
+            secret = token_endpoint_secret(server)
+            from secrets_app.oauth2.tokens import access_token_get
+
+            with pytest.raises(TokenEndpointUnavailable, match="HTTP 503"):
+                access_token_get(secret)
+            connection = stored(secret)
+            assert connection.status == "connected"
+            assert connection.tokens == {"access_token": "old-access-1", "refresh_token": "old-refresh-1"}
+            assert "HTTP 503" in connection.last_error and connection.failure_count == 1
+            assert connection.next_refresh_at > timezone.now() + timedelta(seconds=30)
+        finally:
+            server.stop()
+
+    def test_429_is_retried_after_the_time_it_asks_for(self, db):
+        import time
+
+        answers = [
+            Reply(status=429, headers={"Retry-After": "1"}),
+            Reply(body={"access_token": "new-access-2", "expires_in": 60}),
+        ]
+        server = RecordingServer(lambda request: answers.pop(0))
+        try:
+            secret = token_endpoint_secret(server)
+            from secrets_app.oauth2.tokens import access_token_get
+
+            started = time.monotonic()
+            assert access_token_get(secret) == "new-access-2"
+            assert time.monotonic() - started >= 1
+        finally:
+            server.stop()
+
+    def test_a_recovered_connection_says_so(self, db):
+        server = RecordingServer(lambda request: Reply(body={"access_token": "new-access-2", "expires_in": 60}))
+        try:
+            secret = token_endpoint_secret(server)
+            OAuth2Connection.objects.filter(secret=secret).update(failure_count=3, last_error="HTTP 503")
+            from secrets_app.oauth2.tokens import access_token_get
+
+            access_token_get(secret)
+            assert stored(secret).failure_count == 0 and stored(secret).last_error == ""
+            assert AuditEvent.objects.filter(action="oauth2.recovered", target_name="flaky").exists()
+        finally:
+            server.stop()
+
+
+class TestRevocation:
+    def test_revoke_asks_the_provider_refresh_token_first_and_forgets_the_tokens(
+        self, connected, provider, local_server
+    ):
+        secret = connected()
+        note = oauth2_connection_revoke(secret=secret)
+        assert "revoked at the provider" in note
+        assert [entry.token_type_hint for entry in provider.log.revocations()] == ["refresh_token", "access_token"]
+        assert not AccessToken.objects.exists()
+        assert stored(secret).status == "revoked" and stored(secret).tokens == {}
+        with pytest.raises(NotConnected, match="was revoked"):
+            call_api("crm", local_server)
+
+    def test_deleting_a_secret_revokes_first(self, connected, provider):
+        secret = connected()
+        assert secret_delete(secret=secret) == []
+        assert len(provider.log.revocations()) == 2
+        assert not AccessToken.objects.exists() and not Secret.objects.filter(name="crm").exists()
+
+    def test_reconnecting_after_revocation(self, connected, browser):
+        secret = connected()
+        oauth2_connection_revoke(secret=secret)
+        assert browser.connect("crm").status_code == 302
+        assert stored(secret).status == "connected"
+
+
+class TestClientCredentials:
+    def test_a_token_is_fetched_when_needed_and_again_after_expiry(self, provider, local_server, owner):
+        from tests.provider import provider_application
+
+        client_id, client_secret = provider_application(name="m2m", redirect_uri="", grant_type="client-credentials")
+        secret = secret_create(
+            name="m2m",
+            kind="oauth2",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "token_url": provider.token_url,
+                "scope": "read",
+            },
+        )
+        call_api("m2m", local_server)
+        call_api("m2m", local_server)
+        assert len(provider.log.grants("client_credentials")) == 1
+        expire(secret)
+        call_api("m2m", local_server)
+        assert len(provider.log.grants("client_credentials")) == 2
+        assert bearer(local_server.last) == stored(secret).tokens["access_token"]
+
+
+class TestProactiveRefresh:
+    def test_due_connections_are_refreshed_once_and_spread(self, connected, provider):
+        secret = connected()
+        OAuth2Connection.objects.filter(secret=secret).update(next_refresh_at=timezone.now() - timedelta(seconds=1))
+        queued = []
+        assert oauth2_due_refreshes_schedule(enqueue=lambda *args: queued.append(args)) == 1
+        assert oauth2_due_refreshes_schedule(enqueue=lambda *args: queued.append(args)) == 0  # claimed
+        (connection_id, version, countdown) = queued[0]
+        assert 0 <= countdown <= 60
+        assert oauth2_refresh_connection(connection_id, version) == "refreshed"
+        assert oauth2_refresh_connection(connection_id, version) == "skipped"  # idempotent
+        assert len(provider.log.grants("refresh_token")) == 1
+
+    def test_refresh_times_are_spread_inside_the_window(self, db):
+        from secrets_app.oauth2.tokens import next_refresh_at
+
+        expires = timezone.now() + timedelta(hours=1)
+        times = [next_refresh_at(pk, expires) for pk in range(1, 1001)]
+        leads = sorted((expires - moment).total_seconds() for moment in times)
+        assert 449 <= leads[0] and leads[-1] <= 900  # between half the window and the window
+        assert len({round(lead) for lead in leads}) > 300  # not all at once
+
+
+def test_no_token_or_client_secret_reaches_a_log_line(connected, provider, local_server, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    secret = connected()
+    before = stored(secret).tokens
+    expire(secret)
+    call_api("crm", local_server)
+    oauth2_connection_revoke(secret=secret)
+    assert provider.log.grants("refresh_token") and provider.log.revocations()
+    ours = [record for record in caplog.records if not record.name.startswith("oauth2_provider")]
+    logged = "\n".join(record.getMessage() for record in ours)
+    for value in (*before.values(), "provider-client-secret-crm-0123456789", bearer(local_server.last)):
+        assert value not in logged
+
+
+def test_the_proactive_refresh_job_is_a_beat_entry_editable_in_the_admin(db):
+    from django_celery_beat.models import PeriodicTask
+
+    entry = PeriodicTask.objects.get(name="Refresh expiring OAuth2 tokens")
+    assert entry.task == "secrets_app.tasks.oauth2_refresh_due_connections" and entry.enabled
+    assert entry.interval.every == 60
