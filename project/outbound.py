@@ -329,7 +329,7 @@ def request(
 ) -> requests.Response:
     """Send one request through the guard, following redirects hop by hop.
 
-    Each hop is checked like the first. Authentication and all but a few harmless headers
+    Each hop is checked like the first (``max_redirects=0``: a redirect is returned as is). Authentication and all but a few harmless headers
     are dropped once a hop leaves the origin of ``url``; 301/302/303 turn into a GET
     without a body, as browsers do, while 307/308 keep method and body (same origin only).
     """
@@ -353,7 +353,7 @@ def request(
             timeout=remaining,
             allow_redirects=False,
         )
-        if not response.is_redirect:
+        if not response.is_redirect or limits.max_redirects == 0:
             response.history = [*history, *response.history]
             return response
         if len(history) >= limits.max_redirects:

@@ -64,6 +64,13 @@ if BASE_URL.startswith("https://"):
 # globally routable addresses. See project/outbound.py.
 FLOWGATE_ALLOW_NETWORKS = env_list("FLOWGATE_ALLOW_NETWORKS")
 
+# Engine tunables (documented in the README).
+FLOWGATE_RUN_LEASE_SECONDS = float(os.environ.get("FLOWGATE_RUN_LEASE_SECONDS") or 30)
+FLOWGATE_RUN_MAX_PICKUPS = env_int("FLOWGATE_RUN_MAX_PICKUPS", 3)
+FLOWGATE_RUN_RETENTION_DAYS = env_int("FLOWGATE_RUN_RETENTION_DAYS", 30)
+FLOWGATE_RECOVER_INTERVAL_SECONDS = env_int("FLOWGATE_RECOVER_INTERVAL_SECONDS", 30)
+FLOWGATE_SCRIPT_STEPS_ENABLED = env_bool("FLOWGATE_SCRIPT_STEPS_ENABLED", True)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

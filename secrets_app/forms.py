@@ -11,7 +11,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import CleanedSecret, KindField, SecretKind, parse_mapping_lines
+from project.declarative import Field, parse_mapping_lines
+from secrets_app.kinds.base import CleanedSecret, SecretKind
 from secrets_app.models import Secret
 
 
@@ -22,42 +23,24 @@ class WriteOnlyTextarea(forms.Textarea):
         return ""
 
 
-def _mapping_text(mapping: dict, separator: str) -> str:
-    return "\n".join(
-        f"{key}{separator} {value}" if separator == ":" else f"{key}{separator}{value}"
-        for key, value in mapping.items()
-    )
-
-
-def _form_field(field: KindField, stored_secret: bool, stored_names: list[str]) -> forms.Field:
+def _form_field(field: Field, stored_secret: bool, stored_names: list[str]) -> forms.Field:
+    if not field.secret:
+        return field.form_field()
     help_text = field.help_text
-    if field.secret:
-        if stored_secret:
-            kept = "Stored; leave blank to keep it."
-            if field.type == "mapping":
-                kept = (
-                    f"Stored names: {', '.join(stored_names) or 'none'}. Lines you enter set those names; "
-                    f"'name{field.separator}' with nothing after it removes one; leave blank to keep all."
-                )
-            help_text = f"{help_text} {kept}".strip()
-        widget = (
-            WriteOnlyTextarea(attrs={"rows": 6, "autocomplete": "off"})
-            if field.type in ("textarea", "mapping")
-            else forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
-        )
-        return forms.CharField(label=field.label, required=False, widget=widget, help_text=help_text, strip=False)
-    if field.type == "boolean":
-        return forms.BooleanField(label=field.label, required=False, help_text=help_text)
-    if field.type == "choice":
-        return forms.ChoiceField(label=field.label, choices=field.choices, required=False, help_text=help_text)
-    if field.type == "integer":
-        return forms.IntegerField(label=field.label, required=False, help_text=help_text)
+    if stored_secret:
+        kept = "Stored; leave blank to keep it."
+        if field.type == "mapping":
+            kept = (
+                f"Stored names: {', '.join(stored_names) or 'none'}. Lines you enter set those names; "
+                f"'name{field.separator}' with nothing after it removes one; leave blank to keep all."
+            )
+        help_text = f"{help_text} {kept}".strip()
     widget = (
-        forms.Textarea(attrs={"rows": 6})
+        WriteOnlyTextarea(attrs={"rows": 6, "autocomplete": "off"})
         if field.type in ("textarea", "mapping")
-        else forms.TextInput(attrs={"size": 60})
+        else forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
     )
-    return forms.CharField(label=field.label, required=False, widget=widget, help_text=help_text)
+    return forms.CharField(label=field.label, required=False, widget=widget, help_text=help_text, strip=False)
 
 
 class SecretForm(forms.ModelForm):
@@ -78,8 +61,7 @@ class SecretForm(forms.ModelForm):
                 stored_names = sorted(stored_values[field.name]) if field.type == "mapping" else []
                 self.fields[field.name] = _form_field(field, stored_secret=True, stored_names=stored_names)
             elif instance.pk and not field.secret and field.name in instance.config:
-                value = instance.config[field.name]
-                self.initial[field.name] = _mapping_text(value, field.separator) if field.type == "mapping" else value
+                self.initial[field.name] = field.form_initial(instance.config[field.name])
             elif not field.secret and field.default is not None:
                 self.initial.setdefault(field.name, field.default)
         self.cleaned_secret: CleanedSecret | None = None
@@ -100,7 +82,7 @@ class SecretForm(forms.ModelForm):
             data["generate"] = True
         return data
 
-    def _merged_mapping(self, field: KindField, text: str, stored: dict) -> dict:
+    def _merged_mapping(self, field: Field, text: str, stored: dict) -> dict:
         try:
             entered = parse_mapping_lines(text, field.separator)
         except ValidationError as exc:

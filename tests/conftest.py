@@ -211,3 +211,18 @@ def admin_login(page, base_url: str, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_url(f"{base_url}/admin/")
+
+
+# -- a real Celery worker ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A worker process (prefork, 2 children) serving this session's queue."""
+    from tests.workers import WorkerProcess
+
+    require_service("Redis", "127.0.0.1", 6379)
+    with django_db_blocker.unblock():
+        worker = WorkerProcess(env={"FLOWGATE_RUN_LEASE_SECONDS": "4"}).start()
+    yield worker
+    worker.stop()

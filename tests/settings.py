@@ -33,7 +33,9 @@ STORAGES = {
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = TEST_REDIS_URL
-CELERY_TASK_DEFAULT_QUEUE = f"flowgate-test-{os.getpid()}"
+FLOWGATE_REDIS_URL = TEST_REDIS_URL
+# One queue per test session, inherited by the worker processes the tests start.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.setdefault("FLOWGATE_CELERY_QUEUE", f"flowgate-test-{os.getpid()}")
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True

@@ -9,7 +9,8 @@ import hmac
 
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, KindField, SecretKind, bearer_auth
+from project.declarative import Field
+from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, SecretKind, bearer_auth
 
 
 class ApiToken(SecretKind):
@@ -18,15 +19,15 @@ class ApiToken(SecretKind):
     description = "A static token or password, sent as a Bearer token or in a header you name."
     testable = True
     fields = (
-        KindField("token", "Token", secret=True),
-        KindField(
+        Field("token", "Token", secret=True),
+        Field(
             "header",
             "Header name",
             required=False,
             help_text="Leave blank to send 'Authorization: Bearer <token>'; "
             "or name a header such as X-API-KEY to send the bare token in it.",
         ),
-        KindField("probe_url", "Test URL", type="url", required=False, help_text="GET with this token by 'Test'."),
+        Field("probe_url", "Test URL", type="url", required=False, help_text="GET with this token by 'Test'."),
     )
 
     @classmethod

@@ -1,7 +1,7 @@
 """What a secret kind is: declared fields, validation, and the jobs it can do.
 
-A kind is a small class. It declares its fields with ``KindField`` (which are secret, which
-are required, what type); ``clean()`` turns input from the admin form, ``apply`` YAML or a
+A kind is a small class. It declares its fields with ``project.declarative.Field`` (which
+are secret, which are required, what type); ``clean()`` turns input from the admin form, ``apply`` YAML or a
 service call into the ``config`` (plain) and ``values`` (encrypted) dicts stored on the
 ``Secret``. Bound to a stored secret (``secret.handler``) it does its jobs: authenticate an
 outgoing request (``auth()``), verify an incoming one, sign, connect, probe. A kind that
@@ -22,123 +22,14 @@ from typing import Any, ClassVar
 
 import requests
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 
 from project import outbound
+from project.declarative import Field, clean_fields
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import ProbeFailed, WrongSecretKind
 from secrets_app.redaction import Redactor
 
-FIELD_TYPES = ("text", "textarea", "url", "integer", "boolean", "choice", "mapping")
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
-_url_validator = URLValidator(schemes=["http", "https"])
-
-
-@dataclass(frozen=True)
-class KindField:
-    """One field of a secret kind.
-
-    ``secret`` fields are stored encrypted and never shown again after saving. ``mapping``
-    fields hold name/value pairs, written as lines ``name<separator>value`` in the admin.
-    """
-
-    name: str
-    label: str
-    type: str = "text"
-    secret: bool = False
-    required: bool = True
-    default: Any = None
-    choices: tuple[tuple[str, str], ...] = ()
-    help_text: str = ""
-    min_value: int | None = None
-    max_value: int | None = None
-    separator: str = ":"
-
-    def __post_init__(self):
-        assert self.type in FIELD_TYPES, self.type
-
-    def is_blank(self, value: Any) -> bool:
-        return value is None or (isinstance(value, (str, dict, list)) and len(value) == 0)
-
-    def coerce(self, value: Any) -> Any:
-        """Return ``value`` as this field's type or raise ValidationError with a short reason."""
-        if self.type in ("text", "textarea", "url", "choice"):
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                raise ValidationError(f"Expected text, got {_type_name(value)}.")
-            value = str(value) if self.type == "textarea" else str(value).strip()
-            if self.type == "url":
-                try:
-                    _url_validator(value)
-                except ValidationError:
-                    raise ValidationError("Enter a valid http or https URL.") from None
-            if self.type == "choice" and value not in {choice for choice, _ in self.choices}:
-                allowed = ", ".join(choice for choice, _ in self.choices)
-                raise ValidationError(f"{value!r} is not one of: {allowed}.")
-            return value
-        if self.type == "integer":
-            if isinstance(value, bool):
-                raise ValidationError("Expected a whole number, got a boolean.")
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value.strip())
-            if not isinstance(value, int):
-                raise ValidationError(f"Expected a whole number, got {_type_name(value)}.")
-            if self.min_value is not None and value < self.min_value:
-                raise ValidationError(f"Must be at least {self.min_value}.")
-            if self.max_value is not None and value > self.max_value:
-                raise ValidationError(f"Must be at most {self.max_value}.")
-            return value
-        if self.type == "boolean":
-            if isinstance(value, str) and value.strip().lower() in {
-                "true",
-                "false",
-                "on",
-                "off",
-                "1",
-                "0",
-                "yes",
-                "no",
-            }:
-                return value.strip().lower() in {"true", "on", "1", "yes"}
-            if not isinstance(value, bool):
-                raise ValidationError(f"Expected true or false, got {_type_name(value)}.")
-            return value
-        # mapping
-        if isinstance(value, str):
-            value = parse_mapping_lines(value, self.separator)
-        if not isinstance(value, Mapping):
-            raise ValidationError(f"Expected name/value pairs, got {_type_name(value)}.")
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str) or not key.strip():
-                raise ValidationError("Every name must be non-empty text.")
-            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-                raise ValidationError(f"The value of {key!r} must be text, got {_type_name(item)}.")
-            result[key.strip()] = str(item)
-        return result
-
-
-def parse_mapping_lines(text: str, separator: str) -> dict[str, str]:
-    result = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if separator not in line:
-            raise ValidationError(f"Line {number}: expected 'name{separator} value'.")
-        key, value = line.split(separator, 1)
-        result[key.strip()] = value.strip()
-    return result
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "nothing" if value is None else "text"
 
 
 @dataclass(frozen=True)
@@ -186,7 +77,7 @@ class SecretKind:
     slug: ClassVar[str]
     label: ClassVar[str]
     description: ClassVar[str] = ""
-    fields: ClassVar[tuple[KindField, ...]] = ()
+    fields: ClassVar[tuple[Field, ...]] = ()
     #: Whether "Test" means something for this kind (a probe URL, a connection).
     testable: ClassVar[bool] = False
     #: Templates show kind classes; they must not try to instantiate them.
@@ -202,7 +93,7 @@ class SecretKind:
     # -- declaration and validation -------------------------------------------------
 
     @classmethod
-    def field(cls, name: str) -> KindField:
+    def field(cls, name: str) -> Field:
         return next(field for field in cls.fields if field.name == name)
 
     @classmethod
@@ -212,31 +103,14 @@ class SecretKind:
         A blank secret field keeps the previous value (write-only fields). Raises
         ValidationError with messages keyed by field name.
         """
-        errors: dict[str, list[str]] = {}
-        known = {field.name for field in cls.fields}
-        for key in data:
-            if key not in known:
-                errors.setdefault(key, []).append(
-                    f"Unknown field for kind {cls.slug!r}; known fields: {', '.join(sorted(known))}."
-                )
-        config: dict[str, Any] = {}
-        values: dict[str, Any] = {}
-        for field in cls.fields:
-            target = values if field.secret else config
-            raw = data.get(field.name)
-            if field.is_blank(raw):
-                kept = (previous.values if field.secret else {}).get(field.name) if previous else None
-                if kept is not None:
-                    target[field.name] = kept
-                elif field.default is not None:
-                    target[field.name] = field.default
-                elif field.required:
-                    errors.setdefault(field.name, []).append("This field is required.")
-                continue
-            try:
-                target[field.name] = field.coerce(raw)
-            except ValidationError as exc:
-                errors.setdefault(field.name, []).extend(exc.messages)
+        cleaned, errors = clean_fields(
+            cls.fields,
+            data,
+            owner=f"kind {cls.slug!r}",
+            keep=lambda field: previous.values.get(field.name) if previous is not None and field.secret else None,
+        )
+        config = {name: value for name, value in cleaned.items() if not cls.field(name).secret}
+        values = {name: value for name, value in cleaned.items() if cls.field(name).secret}
         if not errors:
             try:
                 cls.validate(config, values)
@@ -381,22 +255,22 @@ class JoseKind(SecretKind):
 
 def database_fields(
     *, default_port: int, tls_choices: tuple[tuple[str, str], ...], tls_default: str
-) -> tuple[KindField, ...]:
+) -> tuple[Field, ...]:
     return (
-        KindField("host", "Host", help_text="Host name or address; reached through the outbound guard."),
-        KindField("port", "Port", type="integer", default=default_port, min_value=1, max_value=65535),
-        KindField("database", "Database"),
-        KindField("user", "User"),
-        KindField("password", "Password", secret=True),
-        KindField("tls", "TLS", type="choice", choices=tls_choices, default=tls_default),
-        KindField(
+        Field("host", "Host", help_text="Host name or address; reached through the outbound guard."),
+        Field("port", "Port", type="integer", default=default_port, min_value=1, max_value=65535),
+        Field("database", "Database"),
+        Field("user", "User"),
+        Field("password", "Password", secret=True),
+        Field("tls", "TLS", type="choice", choices=tls_choices, default=tls_default),
+        Field(
             "ca_certificate",
             "CA certificate (PEM)",
             type="textarea",
             required=False,
             help_text="Trust anchor for the verify modes; the system's CAs are used when blank.",
         ),
-        KindField("connect_timeout", "Connect timeout (s)", type="integer", default=10, min_value=1, max_value=120),
+        Field("connect_timeout", "Connect timeout (s)", type="integer", default=10, min_value=1, max_value=120),
     )
 
 

@@ -8,7 +8,8 @@ import hmac
 
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import HeaderAuth, KindField, SecretKind, basic_authorization
+from project.declarative import Field
+from secrets_app.kinds.base import HeaderAuth, SecretKind, basic_authorization
 
 
 class BasicAuth(SecretKind):
@@ -17,9 +18,9 @@ class BasicAuth(SecretKind):
     description = "A user name and password for HTTP Basic authentication, outgoing or incoming."
     testable = True
     fields = (
-        KindField("username", "User name"),
-        KindField("password", "Password", secret=True),
-        KindField(
+        Field("username", "User name"),
+        Field("password", "Password", secret=True),
+        Field(
             "probe_url", "Test URL", type="url", required=False, help_text="GET with these credentials by 'Test'."
         ),
     )

@@ -6,7 +6,8 @@ signing secret). Flows and scripts read fields by name with ``get_field``.
 
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import KindField, SecretKind
+from project.declarative import Field
+from secrets_app.kinds.base import SecretKind
 
 
 class Generic(SecretKind):
@@ -14,7 +15,7 @@ class Generic(SecretKind):
     label = "Generic fields"
     description = "Named fields you define; each is public or secret."
     fields = (
-        KindField(
+        Field(
             "public",
             "Public fields",
             type="mapping",
@@ -22,7 +23,7 @@ class Generic(SecretKind):
             separator="=",
             help_text="One 'name=value' per line; shown in the admin.",
         ),
-        KindField(
+        Field(
             "secret",
             "Secret fields",
             type="mapping",

@@ -12,8 +12,9 @@ import secrets
 from django.core.exceptions import ValidationError
 from jwcrypto import jwk
 
+from project.declarative import Field
 from secrets_app.exceptions import SecretMisconfigured
-from secrets_app.kinds.base import JoseKind, KindField
+from secrets_app.kinds.base import JoseKind
 
 MIN_KEY_BYTES = 32
 JWE_KEY_BYTES = 32
@@ -37,8 +38,8 @@ class Hs256(JoseKind):
     algorithm = "HS256"
     key_management = "dir"
     fields = (
-        KindField("secret", "Secret", secret=True, help_text="At least 32 bytes."),
-        KindField(
+        Field("secret", "Secret", secret=True, help_text="At least 32 bytes."),
+        Field(
             "encoding",
             "Encoding",
             type="choice",

@@ -2,7 +2,8 @@
 
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, KindField, SecretKind
+from project.declarative import Field
+from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, SecretKind
 
 
 class HttpHeaders(SecretKind):
@@ -11,7 +12,7 @@ class HttpHeaders(SecretKind):
     description = "Custom headers with static values, for APIs with their own scheme."
     testable = True
     fields = (
-        KindField(
+        Field(
             "headers",
             "Headers",
             type="mapping",
@@ -19,7 +20,7 @@ class HttpHeaders(SecretKind):
             separator=":",
             help_text="One 'Header-Name: value' per line.",
         ),
-        KindField("probe_url", "Test URL", type="url", required=False, help_text="GET with these headers by 'Test'."),
+        Field("probe_url", "Test URL", type="url", required=False, help_text="GET with these headers by 'Test'."),
     )
 
     @classmethod

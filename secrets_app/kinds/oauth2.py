@@ -15,7 +15,8 @@ from typing import Any
 import requests
 from django.core.exceptions import ValidationError
 
-from secrets_app.kinds.base import CleanedSecret, KindField, SecretKind, bearer_auth
+from project.declarative import Field
+from secrets_app.kinds.base import CleanedSecret, SecretKind, bearer_auth
 from secrets_app.oauth2.providers import FIELDS as PRESET_FIELDS
 from secrets_app.oauth2.providers import preset_choices, presets
 
@@ -80,7 +81,7 @@ class OAuth2(SecretKind):
     description = "An OAuth2 client at a provider; connect an account once and flows keep a fresh token."
     testable = True
     fields = (
-        KindField(
+        Field(
             "preset",
             "Provider preset",
             type="choice",
@@ -88,11 +89,11 @@ class OAuth2(SecretKind):
             required=False,
             help_text="Fills the fields you leave blank with the provider's endpoints, scopes and quirks.",
         ),
-        KindField("grant_type", "Grant type", type="choice", choices=GRANT_TYPES, default="authorization_code"),
-        KindField("client_id", "Client ID"),
-        KindField("client_secret", "Client secret", secret=True, required=False),
-        KindField("client_auth", "Client authentication", type="choice", choices=CLIENT_AUTH_METHODS, default="basic"),
-        KindField(
+        Field("grant_type", "Grant type", type="choice", choices=GRANT_TYPES, default="authorization_code"),
+        Field("client_id", "Client ID"),
+        Field("client_secret", "Client secret", secret=True, required=False),
+        Field("client_auth", "Client authentication", type="choice", choices=CLIENT_AUTH_METHODS, default="basic"),
+        Field(
             "issuer",
             "Issuer URL",
             type="url",
@@ -100,15 +101,15 @@ class OAuth2(SecretKind):
             help_text="With an issuer, blank endpoints are discovered from its metadata, and the "
             "authorization response's 'iss' must match it exactly (RFC 9207).",
         ),
-        KindField("authorize_url", "Authorization URL", type="url", required=False),
-        KindField("token_url", "Token URL", type="url", required=False),
-        KindField("revocation_url", "Revocation URL", type="url", required=False, help_text="RFC 7009 endpoint."),
-        KindField("userinfo_url", "Userinfo URL", type="url", required=False),
-        KindField(
+        Field("authorize_url", "Authorization URL", type="url", required=False),
+        Field("token_url", "Token URL", type="url", required=False),
+        Field("revocation_url", "Revocation URL", type="url", required=False, help_text="RFC 7009 endpoint."),
+        Field("userinfo_url", "Userinfo URL", type="url", required=False),
+        Field(
             "jwks_url", "JWKS URL", type="url", required=False, help_text="The issuer's keys, to verify ID tokens."
         ),
-        KindField("scope", "Scope", required=False, help_text="Space-separated scopes to request."),
-        KindField(
+        Field("scope", "Scope", required=False, help_text="Space-separated scopes to request."),
+        Field(
             "extra_authorize_params",
             "Extra authorization parameters",
             type="mapping",
@@ -116,29 +117,29 @@ class OAuth2(SecretKind):
             separator="=",
             help_text="One 'name=value' per line, e.g. access_type=offline, prompt=consent, duration=permanent.",
         ),
-        KindField(
+        Field(
             "identity_url",
             "Identity URL",
             type="url",
             required=False,
             help_text="GET with the token to name the connected account (when there is no userinfo).",
         ),
-        KindField(
+        Field(
             "identity_field",
             "Identity field",
             required=False,
             help_text="Dotted path of the name in the identity or userinfo answer, e.g. data.username.",
         ),
-        KindField("test_url", "Test URL", type="url", required=False, help_text="GET with the access token by 'Test'."),
-        KindField("pkce", "Use PKCE", type="boolean", default=True, help_text="RFC 7636 with S256. Leave on."),
-        KindField(
+        Field("test_url", "Test URL", type="url", required=False, help_text="GET with the access token by 'Test'."),
+        Field("pkce", "Use PKCE", type="boolean", default=True, help_text="RFC 7636 with S256. Leave on."),
+        Field(
             "require_iss",
             "Require 'iss' in the authorization response",
             type="boolean",
             default=False,
             help_text="Set by discovery when the provider supports RFC 9207.",
         ),
-        KindField(
+        Field(
             "hooks",
             "Provider hooks",
             required=False,

@@ -14,8 +14,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from jwcrypto import jwk
 
+from project.declarative import Field
 from secrets_app.app_settings import vault_settings
-from secrets_app.kinds.base import CleanedSecret, JoseKind, KindField
+from secrets_app.kinds.base import CleanedSecret, JoseKind
 
 
 class Rs256(JoseKind):
@@ -27,7 +28,7 @@ class Rs256(JoseKind):
     algorithm = "RS256"
     key_management = "RSA-OAEP-256"
     fields = (
-        KindField(
+        Field(
             "private_key",
             "Private key (PEM)",
             type="textarea",
@@ -35,21 +36,21 @@ class Rs256(JoseKind):
             required=False,
             help_text="An unencrypted RSA private key of at least 2048 bits; or use 'Generate key pair'.",
         ),
-        KindField(
+        Field(
             "public_key",
             "Public key (PEM)",
             type="textarea",
             required=False,
             help_text="Derived from the private key when there is one; paste one alone to verify only.",
         ),
-        KindField(
+        Field(
             "jwks_url",
             "JWKS URL",
             type="url",
             required=False,
             help_text="Verify tokens with the keys an issuer publishes (instead of a key here).",
         ),
-        KindField(
+        Field(
             "publish",
             "Publish public key",
             type="boolean",

@@ -1,0 +1,284 @@
+"""Flows in the Django admin: steps inline, "Run now", and the run history.
+
+Thin: validation is the step kinds' own (``flows_app.forms``); runs are started,
+cancelled and re-run through ``flows_app.services.runs``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from flows_app.forms import COMMON_STEP_FIELDS, RunInputForm, StepForm, StepFormSet, kind_field_name
+from flows_app.models import Flow, FlowRun, Step, StepRun
+from flows_app.services.flows import flow_change_record
+from flows_app.services.runs import FlowDisabled, flow_run_cancel, flow_run_rerun, flow_run_start
+from flows_app.steps import STEP_KINDS
+
+STATUS_COLOURS = {
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "cancelled": "#757575",
+    "running": "#1565c0",
+    "queued": "#6a1b9a",
+    "waiting": "#ef6c00",
+}
+
+
+def status_badge(status: str, label: str):
+    return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(status, "#000"), label)
+
+
+def pretty_json(value):
+    if value in (None, "", {}, []):
+        return "-"
+    return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))
+
+
+class StepInline(admin.StackedInline):
+    model = Step
+    form = StepForm
+    formset = StepFormSet
+    extra = 0
+    ordering = ["position", "id"]
+    autocomplete_fields = ()
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [(None, {"fields": COMMON_STEP_FIELDS})]
+        for kind in STEP_KINDS.values():
+            fieldsets.append(
+                (
+                    kind.label,
+                    {
+                        "fields": [kind_field_name(kind.slug, field.name) for field in kind.fields],
+                        "classes": ["step-kind-fields", f"step-kind-{kind.slug}"],
+                        "description": kind.description,
+                    },
+                )
+            )
+        return fieldsets
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, fields=COMMON_STEP_FIELDS, **kwargs)
+        formset.form = type("RequestStepForm", (formset.form,), {"acting_user": request.user})
+        return formset
+
+
+@admin.register(Flow)
+class FlowAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "enabled", "step_count", "last_run", "history_link")
+    list_filter = ("enabled",)
+    search_fields = ("name", "slug", "description")
+    prepopulated_fields = {"slug": ("name",)}
+    fields = ("name", "slug", "enabled", "description", "timeout_seconds", "concurrency_limit", "error_handler")
+    inlines = [StepInline]
+    change_form_template = "admin/flows_app/flow/change_form.html"
+
+    class Media:
+        js = ("flows_app/step_kinds.js",)
+
+    @admin.display(description="Steps")
+    def step_count(self, obj):
+        return obj.steps.count()
+
+    @admin.display(description="Last run")
+    def last_run(self, obj):
+        run = obj.runs.order_by("-queued_at").first()
+        if run is None:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:flows_app_flowrun_change", args=[run.pk]),
+            status_badge(run.status, run.get_status_display()),
+        )
+
+    @admin.display(description="History")
+    def history_link(self, obj):
+        return format_html('<a href="{}?flow__id__exact={}">runs</a>', reverse("admin:flows_app_flowrun_changelist"), obj.pk)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        changed = list(form.changed_data) + (["steps"] if any(formset.has_changed() for formset in formsets) else [])
+        if changed or not change:
+            flow_change_record(flow=form.instance, acting_user=request.user, changed=changed, created=not change)
+
+    def get_urls(self):
+        own = [path("<int:pk>/run/", self.admin_site.admin_view(self.run_view), name="flows_app_flow_run")]
+        return own + super().get_urls()
+
+    def run_view(self, request, pk):
+        flow = get_object_or_404(Flow, pk=pk)
+        if not request.user.has_perm("flows_app.run_flow"):
+            raise PermissionDenied
+        form = RunInputForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                run = flow_run_start(flow=flow, input=form.cleaned_data["input"], trigger="admin", acting_user=request.user)
+            except FlowDisabled as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Run #{run.pk} started.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[run.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": flow,
+            "title": f"Run {flow.name}",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/flows_app/flow/run.html", context)
+
+
+class StepRunInline(admin.TabularInline):
+    model = StepRun
+    extra = 0
+    can_delete = False
+    fields = ("step_key", "step_kind", "status_label", "attempt", "duration_ms", "input_pretty", "output_pretty", "error_text", "logs_text")
+    readonly_fields = fields
+    ordering = ["id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Status")
+    def status_label(self, obj):
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Input")
+    def input_pretty(self, obj):
+        return pretty_json(obj.input)
+
+    @admin.display(description="Output")
+    def output_pretty(self, obj):
+        return pretty_json(obj.output)
+
+    @admin.display(description="Error")
+    def error_text(self, obj):
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.error) if obj.error else "-"
+
+    @admin.display(description="Logs")
+    def logs_text(self, obj):
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.logs) if obj.logs else "-"
+
+
+@admin.register(FlowRun)
+class FlowRunAdmin(admin.ModelAdmin):
+    list_display = ("run_id", "flow", "status_label", "trigger", "queued_at", "duration", "error_excerpt")
+    list_filter = ("status", "trigger", "flow")
+    date_hierarchy = "queued_at"
+    search_fields = ("flow__slug", "error", "trigger_detail")
+    list_select_related = ("flow",)
+    inlines = [StepRunInline]
+    actions = ["rerun_selected", "cancel_selected"]
+    change_form_template = "admin/flows_app/flowrun/change_form.html"
+    fields = (
+        "flow",
+        "status_label",
+        "trigger",
+        "trigger_detail",
+        "started_by",
+        "queued_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "pickups",
+        "error_text",
+        "input_pretty",
+        "output_pretty",
+        "response_pretty",
+        "parent_run",
+        "rerun_of",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Run", ordering="id")
+    def run_id(self, obj):
+        return f"#{obj.pk}"
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj):
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Duration")
+    def duration(self, obj):
+        return f"{obj.duration_ms} ms" if obj.duration_ms is not None else "-"
+
+    @admin.display(description="Error")
+    def error_excerpt(self, obj):
+        return (obj.error[:120] + "…") if len(obj.error) > 120 else obj.error or "-"
+
+    @admin.display(description="Error")
+    def error_text(self, obj):
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.error) if obj.error else "-"
+
+    @admin.display(description="Input")
+    def input_pretty(self, obj):
+        return pretty_json(obj.input)
+
+    @admin.display(description="Output")
+    def output_pretty(self, obj):
+        return pretty_json(obj.output)
+
+    @admin.display(description="Response")
+    def response_pretty(self, obj):
+        return pretty_json(obj.response)
+
+    def _require_run_permission(self, request):
+        if not request.user.has_perm("flows_app.run_flow"):
+            raise PermissionDenied
+
+    @admin.action(description="Re-run from the failed step")
+    def rerun_selected(self, request, queryset):
+        self._require_run_permission(request)
+        for run in queryset:
+            new = flow_run_rerun(run=run, acting_user=request.user)
+            self.message_user(request, f"Run #{run.pk} is re-running as #{new.pk}.")
+
+    @admin.action(description="Cancel selected runs")
+    def cancel_selected(self, request, queryset):
+        self._require_run_permission(request)
+        for run in queryset:
+            if flow_run_cancel(run=run, acting_user=request.user):
+                self.message_user(request, f"Run #{run.pk} cancelled.")
+            else:
+                self.message_user(request, f"Run #{run.pk} had already ended.", messages.WARNING)
+
+    def get_urls(self):
+        own = [
+            path("<int:pk>/rerun/", self.admin_site.admin_view(self.rerun_view), name="flows_app_flowrun_rerun"),
+            path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="flows_app_flowrun_cancel"),
+        ]
+        return own + super().get_urls()
+
+    def rerun_view(self, request, pk):
+        run = get_object_or_404(FlowRun, pk=pk)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
+        self._require_run_permission(request)
+        new = flow_run_rerun(run=run, acting_user=request.user)
+        self.message_user(request, f"Re-running from the failed step as run #{new.pk}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[new.pk]))
+
+    def cancel_view(self, request, pk):
+        run = get_object_or_404(FlowRun, pk=pk)
+        if request.method == "POST":
+            self._require_run_permission(request)
+            if flow_run_cancel(run=run, acting_user=request.user):
+                self.message_user(request, "Cancelled.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))

@@ -1,0 +1,437 @@
+"""Runs a flow: steps in order, checkpoints, retries, timeouts, cancellation.
+
+One Celery task per run (``flows_app.tasks.flow_run_execute``) calls ``Engine.execute``.
+
+Claiming. A run is taken with one compare-and-set ``UPDATE`` that gives this worker a
+lease (``lease_owner``, ``lease_expires_at``); a heartbeat thread extends it while the
+run executes and watches for cancellation. A worker killed mid-run stops extending its
+lease; once it expires, the recovery job (beat, and every worker at start) hands the
+run out again and the next worker continues after the last checkpoint. A run taken up
+more than ``FLOWGATE_RUN_MAX_PICKUPS`` times fails with the reason, so no run stays
+"running" forever. Duplicate task deliveries are harmless: only one claim succeeds.
+
+Checkpoints. Every executed step leaves a ``StepRun`` naming the step that comes next.
+Steps with effects outside the run (HTTP, SQL, scripts, called flows) are written as
+soon as they finish; pure steps (transform, condition, respond, jwt) are written in one
+batch with the next effectful step or at the end, since after a crash they are simply
+computed again. So a step in flight when a worker dies runs again (at least once), and
+no finished effectful step runs twice.
+
+Retries. A step failing with a transient error (timeout, connection, 5xx, 429) is
+retried up to its ``max_attempts`` with exponential backoff and jitter, honouring
+``Retry-After``. Short waits happen in place; longer ones park the run (``waiting``) and
+schedule the task again, freeing the worker.
+
+Redaction. Every secret value the run touches is registered in its ``Redactor`` and
+masked in what is stored: step inputs, outputs, errors, logs, the run's output.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import traceback
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection as db_connection
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from flows_app import notify
+from flows_app.app_settings import flow_settings
+from flows_app.models import Flow, FlowRun, Step, StepRun
+from flows_app.steps import STEP_KINDS
+from flows_app.steps.base import STOP, StepContext, StepError, StepResult
+from secrets_app.api import Vault
+from secrets_app.redaction import Redactor
+
+logger = logging.getLogger(__name__)
+
+MAX_CALL_DEPTH = 5
+INLINE_RETRY_SECONDS = 2.0
+
+
+def enqueue_run(run_id: int, countdown: float = 0) -> None:
+    """Send the run's task (its id only), to run after ``countdown`` seconds."""
+    from flows_app.tasks import flow_run_execute  # the task module imports this one
+
+    flow_run_execute.apply_async(args=[run_id], countdown=countdown if countdown > 0 else None)
+
+
+def jsonable(value: Any) -> Any:
+    """What can be stored in a JSON column: datetimes as ISO text, tuples as lists."""
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class SecretsInTemplates:
+    """``secrets`` in templates: the run's vault, reading only (each reveal is audited)."""
+
+    def __init__(self, vault: Vault):
+        self._vault = vault
+
+    def get_password(self, name: str) -> str:
+        return self._vault.get_password(name)
+
+    def get_field(self, name: str, field: str):
+        return self._vault.get_field(name, field)
+
+
+class _Heartbeat:
+    """Extends the run's lease while it executes and notices cancellation and a lost lease."""
+
+    def __init__(self, run_id: int, owner: str):
+        self.run_id, self.owner = run_id, owner
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"flowgate-run-{run_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self):
+        interval = flow_settings.run_lease_seconds / 3
+        try:
+            while not self._stop.wait(interval):
+                lease = timezone.now() + timedelta(seconds=flow_settings.run_lease_seconds)
+                if not FlowRun.objects.filter(pk=self.run_id, lease_owner=self.owner).update(lease_expires_at=lease):
+                    self.lost.set()
+                    return
+                if FlowRun.objects.filter(pk=self.run_id, cancel_requested=True).exists():
+                    self.cancelled.set()
+        finally:
+            db_connection.close()
+
+
+class Engine:
+    def __init__(self):
+        self.owner = uuid.uuid4().hex
+
+    # -- claiming -------------------------------------------------------------------
+
+    def execute(self, run_id: int) -> None:
+        """Run (or continue) ``run_id`` if it can be taken now; otherwise do nothing."""
+        run = self._claim(run_id)
+        if run is None:
+            return
+        with _Heartbeat(run.pk, self.owner) as heartbeat:
+            self._run(run, heartbeat=heartbeat)
+
+    def _claim(self, run_id: int) -> FlowRun | None:
+        now = timezone.now()
+        run = FlowRun.objects.select_related("flow").filter(pk=run_id).first()
+        if run is None or run.finished:
+            return None
+        held = run.status == FlowRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > now
+        if held:
+            return None
+        if run.not_before and run.not_before > now:
+            enqueue_run(run.pk, (run.not_before - now).total_seconds())
+            return None
+        if run.cancel_requested:
+            self._finish(run, FlowRun.Status.CANCELLED, error="Cancelled before it ran.", lease_check=False)
+            return None
+        if run.status == FlowRun.Status.RUNNING and run.pickups >= flow_settings.run_max_pickups:
+            in_flight = self._next_step_key(run, list(run.flow.steps.values_list("key", flat=True)))
+            self._finish(
+                run,
+                FlowRun.Status.FAILED,
+                error=f"The worker running this flow stopped {run.pickups} times (killed or crashed) "
+                f"during step {in_flight!r}; it was not taken up again.",
+                lease_check=False,
+            )
+            return None
+        with transaction.atomic():
+            limit = run.flow.concurrency_limit
+            if limit:
+                Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
+                running = (
+                    FlowRun.objects.filter(flow_id=run.flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
+                    .exclude(pk=run.pk)
+                    .count()
+                )
+                if running >= limit:
+                    transaction.on_commit(lambda: enqueue_run(run.pk, 2 + random.random() * 2))
+                    return None
+            claimed = (
+                FlowRun.objects.filter(pk=run_id)
+                .filter(
+                    Q(status__in=[FlowRun.Status.QUEUED, FlowRun.Status.WAITING])
+                    | Q(status=FlowRun.Status.RUNNING, lease_expires_at__lt=now)
+                )
+                .update(
+                    status=FlowRun.Status.RUNNING,
+                    lease_owner=self.owner,
+                    lease_expires_at=now + timedelta(seconds=flow_settings.run_lease_seconds),
+                    pickups=F("pickups") + 1,
+                    started_at=Coalesce("started_at", now),
+                    not_before=None,
+                )
+            )
+        if not claimed:
+            return None
+        run.refresh_from_db()
+        return run
+
+    # -- running --------------------------------------------------------------------
+
+    @staticmethod
+    def _next_step_key(run: FlowRun, order: list[str]) -> str:
+        last = run.step_runs.order_by("-id").first()
+        if last is None:
+            return order[0] if order else ""
+        return last.next_step_key
+
+    def _run(self, run: FlowRun, *, heartbeat: _Heartbeat | None, redactor: Redactor | None = None, timeout: float | None = None) -> Any:
+        flow = run.flow
+        steps = list(flow.steps.select_related("secret").order_by("position", "id"))
+        by_key = {step.key: step for step in steps}
+        order = [step.key for step in steps]
+        redactor = redactor if redactor is not None else Redactor()
+        vault = Vault(acting_user=run.started_by, actor_label=f"flow run {run.pk}", redactor=redactor, cache=True)
+        data: dict[str, Any] = {
+            "trigger": run.input,
+            "steps": {},
+            "run": {"id": run.pk, "trigger": run.trigger, "flow": flow.slug},
+            "secrets": SecretsInTemplates(vault),
+        }
+        history = list(run.step_runs.order_by("id"))
+        attempts: dict[str, int] = {}
+        for previous in history:  # the checkpoint: outputs so far, and attempts of a step awaiting retry
+            value = previous.raw_output if previous.raw_output is not None else previous.output
+            if previous.status == StepRun.Status.SUCCEEDED:
+                data["steps"][previous.step_key], attempts[previous.step_key] = value, 0
+            else:
+                attempts[previous.step_key] = previous.attempt
+                if previous.next_step_key != previous.step_key:
+                    data["steps"][previous.step_key] = {"error": previous.error, "output": value}
+        next_key = history[-1].next_step_key if history else (order[0] if order else "")
+        flow_seconds = flow.timeout_seconds if timeout is None else min(flow.timeout_seconds, timeout)
+        deadline = (run.started_at or timezone.now()) + timedelta(seconds=flow_seconds)
+        pending: list[StepRun] = []
+        last_output: Any = history[-1].output if history else None
+
+        def flush():
+            for record in pending:
+                record.input = redactor.data(record.input)
+                redacted = redactor.data(record.output)
+                if redacted != record.output:
+                    record.raw_output = record.output
+                record.output = redacted
+                record.error = redactor.text(record.error)
+                record.logs = redactor.text(record.logs)
+            StepRun.objects.bulk_create(pending)
+            pending.clear()
+
+        def finish(status: str, error: str = "") -> Any:
+            flush()
+            self._finish(run, status, output=redactor.data(last_output), error=redactor.text(error))
+            return last_output
+
+        while next_key:
+            if heartbeat is not None and (heartbeat.cancelled.is_set() or heartbeat.lost.is_set()):
+                if heartbeat.lost.is_set():
+                    flush()
+                    return None  # another worker owns the run now
+                return finish(FlowRun.Status.CANCELLED, "Cancelled while running.")
+            step = by_key.get(next_key)
+            if step is None:
+                return finish(FlowRun.Status.FAILED, f"The flow has no step {next_key!r} to go to.")
+            remaining = (deadline - timezone.now()).total_seconds()
+            if remaining <= 0:
+                return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
+            kind = STEP_KINDS.get(step.kind)
+            if pending and (kind is None or not kind.pure):
+                flush()  # the history shows what ran before a step that may take a while
+            attempt = attempts.get(step.key, 0) + 1
+            started = timezone.now()
+            rendered: dict[str, Any] = {}
+            try:
+                if kind is None:
+                    raise StepError(f"Unknown step kind {step.kind!r}.")
+                rendered = kind.render(step.config, data)
+                context = StepContext(
+                    run=run,
+                    step=step,
+                    config=rendered,
+                    vault=vault,
+                    timeout=min(step.timeout_seconds, remaining),
+                    data=data,
+                    engine=self,
+                    secret_name=step.secret.name if step.secret_id else None,
+                )
+                result = kind().execute(context)
+            except StepError as exc:
+                failure = exc
+            except Exception as exc:  # a bug or an unexpected library error: fail the step, keep the worker
+                logger.error(
+                    "Step %s of run %s failed unexpectedly:\n%s", step.key, run.pk, redactor.text(traceback.format_exc())
+                )
+                failure = StepError(f"Unexpected error: {type(exc).__name__}: {exc}")
+            else:
+                failure = None
+            finished = timezone.now()
+            record = StepRun(
+                run=run,
+                step_key=step.key,
+                step_kind=step.kind,
+                attempt=attempt,
+                input=jsonable(rendered),
+                started_at=started,
+                finished_at=finished,
+                duration_ms=int((finished - started).total_seconds() * 1000),
+            )
+            if failure is None:
+                output = jsonable(result.output)
+                data["steps"][step.key] = output
+                last_output = output
+                next_key = self._after(result, step, order)
+                record.status, record.output, record.logs, record.next_step_key = StepRun.Status.SUCCEEDED, output, result.logs, next_key
+                pending.append(record)
+                if result.response is not None:
+                    flush()
+                    self._respond(run, redactor.data(jsonable(result.response)))
+                if not kind.pure:
+                    flush()
+                continue
+            record.status, record.error, record.output = StepRun.Status.FAILED, str(failure), jsonable(failure.output)
+            record.logs = (failure.output or {}).get("logs", "") if isinstance(failure.output, dict) else ""
+            if timezone.now() >= deadline:  # the step ran out of the flow's time, not its own
+                record.next_step_key = ""
+                pending.append(record)
+                return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
+            if failure.retryable and attempt < step.max_attempts:
+                delay = self._backoff(step, attempt, failure.retry_after)
+                record.next_step_key = step.key
+                pending.append(record)
+                flush()
+                attempts[step.key] = attempt
+                if delay <= INLINE_RETRY_SECONDS and delay < remaining:
+                    time.sleep(delay)
+                    continue
+                self._park(run, delay)
+                return None
+            data["steps"][step.key] = {"error": str(failure), "output": record.output}
+            if step.on_error == Step.OnError.CONTINUE:
+                next_key = self._following(step, order)
+            elif step.on_error == Step.OnError.GOTO and step.error_step_key:
+                next_key = step.error_step_key
+            else:
+                record.next_step_key = ""
+                pending.append(record)
+                return finish(FlowRun.Status.FAILED, f"Step {step.key!r} failed: {failure}")
+            record.next_step_key = next_key
+            pending.append(record)
+            flush()
+        return finish(FlowRun.Status.SUCCEEDED)
+
+    @staticmethod
+    def _following(step: Step, order: list[str]) -> str:
+        index = order.index(step.key) + 1
+        return order[index] if index < len(order) else ""
+
+    def _after(self, result: StepResult, step: Step, order: list[str]) -> str:
+        if result.next_step == STOP:
+            return ""
+        if result.next_step:
+            return result.next_step
+        return self._following(step, order)
+
+    @staticmethod
+    def _backoff(step: Step, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, flow_settings.max_retry_delay_seconds) * (1 + random.random() * 0.1)
+        base = step.retry_backoff_seconds * 2 ** (attempt - 1)
+        return min(base, flow_settings.max_retry_delay_seconds) * (0.5 + random.random() / 2)
+
+    def _park(self, run: FlowRun, delay: float) -> None:
+        """Free the worker while a step waits for its retry; the task comes back later."""
+        parked = FlowRun.objects.filter(pk=run.pk, lease_owner=self.owner).update(
+            status=FlowRun.Status.WAITING,
+            not_before=timezone.now() + timedelta(seconds=delay),
+            lease_owner="",
+            lease_expires_at=None,
+        )
+        if parked:
+            enqueue_run(run.pk, delay)
+
+    def _respond(self, run: FlowRun, response: dict[str, Any]) -> None:
+        FlowRun.objects.filter(pk=run.pk).update(response=response)
+        run.response = response
+        notify.publish(run.pk)
+
+    def _finish(self, run: FlowRun, status: str, *, output: Any = None, error: str = "", lease_check: bool = True) -> None:
+        now = timezone.now()
+        target = FlowRun.objects.filter(pk=run.pk)
+        target = target.filter(lease_owner=self.owner) if lease_check else target.exclude(status__in=FlowRun.FINISHED)
+        started = run.started_at or now
+        with transaction.atomic():
+            done = target.update(
+                status=status,
+                output=output,
+                error=error,
+                finished_at=now,
+                duration_ms=int((now - started).total_seconds() * 1000),
+                lease_owner="",
+                lease_expires_at=None,
+            )
+            if not done:
+                return
+            run.status, run.output, run.error = status, output, error
+            from flows_app.services.runs import flow_run_after_finish
+
+            transaction.on_commit(lambda: flow_run_after_finish(run_id=run.pk))
+        notify.publish(run.pk)
+
+    # -- called flows ---------------------------------------------------------------
+
+    def call_flow(self, *, parent: FlowRun, slug: str, input: Any, timeout: float, redactor: Redactor) -> FlowRun:
+        """Run another flow inside this worker as a child run, and return it finished.
+
+        Parent and child share one ``redactor``: a secret either touches is masked in both.
+        """
+        flow = Flow.objects.filter(slug=slug).first()
+        if flow is None or not flow.enabled:
+            raise StepError(f"There is no enabled flow {slug!r} to call.")
+        depth, ancestor = 1, parent
+        while ancestor.parent_run_id:
+            depth += 1
+            ancestor = FlowRun.objects.only("parent_run_id").get(pk=ancestor.parent_run_id)
+        if depth >= MAX_CALL_DEPTH:
+            raise StepError(f"Flows call each other more than {MAX_CALL_DEPTH} deep.")
+        child = FlowRun.objects.create(
+            flow=flow,
+            trigger="call_flow",
+            trigger_detail=f"{parent.flow.slug} #{parent.pk}",
+            input=input,
+            parent_run=parent,
+            started_by=parent.started_by,
+            status=FlowRun.Status.RUNNING,
+            started_at=timezone.now(),
+            lease_owner=self.owner,
+            lease_expires_at=timezone.now() + timedelta(seconds=timeout + flow_settings.run_lease_seconds),
+            pickups=1,
+        )
+        output = self._run(child, heartbeat=None, redactor=redactor, timeout=timeout)
+        child.refresh_from_db()
+        child.output = output  # the exact output (the stored one is redacted)
+        return child

@@ -1,0 +1,38 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from flows_app.models import Flow
+from flows_app.services.runs import FlowDisabled, flow_run_start, flow_run_summary, flow_run_wait
+
+
+class Command(BaseCommand):
+    help = "Start a run of a flow; with --wait, wait for it and print the run as JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("--input", default="{}", help="The trigger input, as JSON.")
+        parser.add_argument("--wait", action="store_true", help="Wait until the run ends and print it.")
+        parser.add_argument("--timeout", type=float, default=600, help="Seconds to wait (with --wait).")
+
+    def handle(self, *args, slug, input, wait, timeout, **options):
+        flow = Flow.objects.filter(slug=slug).first()
+        if flow is None:
+            raise CommandError(f"There is no flow {slug!r}.")
+        try:
+            data = json.loads(input)
+        except ValueError as exc:
+            raise CommandError(f"--input is not valid JSON: {exc}.") from None
+        try:
+            run = flow_run_start(flow=flow, input=data, trigger="cli")
+        except FlowDisabled as exc:
+            raise CommandError(str(exc)) from None
+        if not wait:
+            self.stdout.write(json.dumps({"id": run.pk, "status": run.status}))
+            return
+        finished = flow_run_wait(run=run, timeout=timeout)
+        if finished is None:
+            raise CommandError(f"Run {run.pk} did not finish within {timeout:g} s (is a worker running?).")
+        self.stdout.write(json.dumps(flow_run_summary(finished), indent=2))
+        if finished.status != finished.Status.SUCCEEDED:
+            raise SystemExit(1)

@@ -1,0 +1,159 @@
+"""Flows, their steps, and the record of every run.
+
+A ``Flow`` is an ordered list of ``Step`` rows, each of one kind (``flows_app.steps``) with
+a per-kind ``config``. A ``FlowRun`` is one execution; each executed step leaves a
+``StepRun``, which is also the run's checkpoint: it records the step to run next, so a
+run picked up again after a worker died continues after the last finished step.
+
+What runs store is redacted: secret values a run touched are masked in ``input``,
+``output``, ``error`` and ``logs``. When masking changed a step's output, the exact output
+(needed by later steps, and to resume) is kept encrypted in ``raw_output``, like the vault
+keeps its values.
+"""
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from secrets_app.fields import EncryptedJSONField
+
+STEP_KEY = RegexValidator(
+    r"^[a-z_][a-z0-9_]*$", "Use lower-case letters, digits and '_', starting with a letter (it is a template name)."
+)
+
+
+def step_kind_choices():
+    from flows_app.steps import STEP_KINDS
+
+    return [(slug, kind.label) for slug, kind in STEP_KINDS.items()]
+
+
+class Flow(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True, help_text="How triggers, call_flow steps and the CLI name it.")
+    enabled = models.BooleanField(default=True, help_text="A disabled flow does not start from triggers or schedules.")
+    description = models.TextField(blank=True)
+    timeout_seconds = models.PositiveIntegerField(default=300, help_text="A run that takes longer fails.")
+    concurrency_limit = models.PositiveIntegerField(
+        default=0, help_text="How many runs of this flow may run at once; 0 for no limit. Others wait in the queue."
+    )
+    error_handler = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A flow that receives a summary of every failed run of this one.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("run_flow", "Can run flows from the admin"), ("edit_script_steps", "Can save script steps")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Step(models.Model):
+    class OnError(models.TextChoices):
+        STOP = "stop", "Stop the run (failed)"
+        CONTINUE = "continue", "Continue with the next step"
+        GOTO = "goto", "Go to the error step"
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(default=0)
+    key = models.CharField(max_length=64, validators=[STEP_KEY], help_text="Later steps read this step's output as steps.<key>.")
+    kind = models.CharField(max_length=32, choices=step_kind_choices)
+    config = models.JSONField(default=dict, blank=True)
+    secret = models.ForeignKey(
+        "secrets_app.Secret", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=1, help_text="Attempts for transient errors (timeouts, 5xx, 429); 1 means no retry."
+    )
+    retry_backoff_seconds = models.FloatField(default=1.0, help_text="First retry delay; doubles each time, with jitter.")
+    timeout_seconds = models.PositiveIntegerField(default=30)
+    on_error = models.CharField(max_length=16, choices=OnError.choices, default=OnError.STOP)
+    error_step_key = models.CharField(max_length=64, blank=True, help_text="The step to go to when on error is 'go to'.")
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [models.UniqueConstraint(fields=["flow", "key"], name="flows_step_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.flow.slug}.{self.key}"
+
+
+class FlowRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting to retry"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    trigger = models.CharField(max_length=32, default="manual", db_index=True)
+    trigger_detail = models.CharField(max_length=200, blank=True)
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True, help_text="What a respond step set: status, headers, body.")
+    error = models.TextField(blank=True)
+    parent_run = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs")
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    idempotency_key = models.CharField(max_length=200, blank=True, db_index=True)
+    queued_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="A waiting run is not picked up before this.")
+    pickups = models.PositiveSmallIntegerField(default=0, help_text="How often a worker took this run up.")
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        indexes = [models.Index(fields=["flow", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.flow.slug} #{self.pk}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class StepRun(models.Model):
+    class Status(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="step_runs")
+    step_key = models.CharField(max_length=64)
+    step_kind = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    input = models.JSONField(null=True, blank=True, help_text="The step's configuration as rendered, redacted.")
+    output = models.JSONField(null=True, blank=True, help_text="Redacted.")
+    raw_output = EncryptedJSONField(null=True, blank=True, default=None)
+    error = models.TextField(blank=True)
+    logs = models.TextField(blank=True)
+    next_step_key = models.CharField(max_length=64, blank=True, help_text="Where the run continues; empty when it ends.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.step_key} ({self.status})"

@@ -1,0 +1,81 @@
+"""Waking whoever waits for a run: a synchronous endpoint, ``run_flow --wait``.
+
+The engine calls ``publish(run_id)`` when a respond step has run and when the run ends.
+With Redis (``FLOWGATE_REDIS_URL``, or a ``redis://`` broker) that is a message on the
+run's channel and a waiter wakes at once, reading the run from the database only then
+(and once a second as a safety net). Without Redis, waiters read the run at a growing
+interval (10 ms up to 250 ms): never a tight loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+
+from flows_app.models import FlowRun
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _redis(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=5, health_check_interval=30)
+
+
+def _client():
+    url = getattr(settings, "FLOWGATE_REDIS_URL", "")
+    return _redis(url) if url else None
+
+
+def channel(run_id: int) -> str:
+    return f"flowgate:run:{run_id}"
+
+
+def publish(run_id: int) -> None:
+    client = _client()
+    if client is None:
+        return
+    try:
+        client.publish(channel(run_id), b"1")
+    except Exception as exc:  # a waiter falls back to its safety poll
+        logger.warning("Could not publish run %s: %s", run_id, type(exc).__name__)
+
+
+def wait(run_id: int, *, ready: Callable[[FlowRun], bool], timeout: float) -> FlowRun | None:
+    """The run once ``ready(run)`` holds, or None after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    client = _client()
+    if client is None:
+        return _poll(run_id, ready, deadline)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(channel(run_id))  # before the first read: no wake-up can be missed
+        while True:
+            run = FlowRun.objects.get(pk=run_id)
+            if ready(run):
+                return run
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            pubsub.get_message(timeout=min(remaining, 1.0))
+    finally:
+        pubsub.close()
+
+
+def _poll(run_id: int, ready: Callable[[FlowRun], bool], deadline: float) -> FlowRun | None:
+    pause = 0.01
+    while True:
+        run = FlowRun.objects.get(pk=run_id)
+        if ready(run):
+            return run
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 1.5, 0.25)

@@ -1,0 +1,243 @@
+"""Validating and saving flows and their steps (from the admin and from ``apply``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from flows_app.models import STEP_KEY, Flow, Step
+from flows_app.steps import STEP_KINDS
+from flows_app.steps.base import StepKind
+from secrets_app.models import Secret
+from secrets_app.services.audit import audit_record
+
+
+def step_kind_get(kind: Any) -> type[StepKind]:
+    if kind not in STEP_KINDS:
+        raise ValidationError({"kind": f"Unknown step kind {kind!r}; known kinds: {', '.join(STEP_KINDS)}."})
+    return STEP_KINDS[kind]
+
+
+def step_secret_check(kind_class: type[StepKind], secret: Secret | None) -> None:
+    if secret is None:
+        if kind_class.secret_required:
+            raise ValidationError({"secret": f"A {kind_class.label} step needs a secret ({', '.join(kind_class.secret_kinds)})."})
+        return
+    if secret.kind not in kind_class.secret_kinds:
+        allowed = ", ".join(kind_class.secret_kinds) or "none"
+        raise ValidationError({"secret": f"Secret {secret.name!r} is of kind {secret.kind!r}; a {kind_class.label} step takes: {allowed}."})
+
+
+def step_permission_check(kind_class: type[StepKind], acting_user) -> None:
+    if kind_class.slug == "script" and acting_user is not None and not acting_user.has_perm("flows_app.edit_script_steps"):
+        raise ValidationError({"kind": "Saving a script step needs the 'Can save script steps' permission."})
+
+
+@dataclass
+class StepSpec:
+    key: str
+    kind: str
+    config: dict[str, Any]
+    secret: Secret | None = None
+    max_attempts: int = 1
+    retry_backoff_seconds: float = 1.0
+    timeout_seconds: int = 30
+    on_error: str = Step.OnError.STOP
+    error_step_key: str = ""
+
+    def comparable(self) -> tuple:
+        return (
+            self.key,
+            self.kind,
+            self.config,
+            self.secret.pk if self.secret else None,
+            self.max_attempts,
+            self.retry_backoff_seconds,
+            self.timeout_seconds,
+            self.on_error,
+            self.error_step_key,
+        )
+
+
+def flow_steps_check(steps: Sequence[StepSpec]) -> dict[str, list[str]]:
+    """Checks across steps: unique keys, jumps to steps that exist. Errors keyed ``steps[i].field``."""
+    errors: dict[str, list[str]] = {}
+    keys = [step.key for step in steps]
+    for index, step in enumerate(steps):
+        if keys.count(step.key) > 1:
+            errors.setdefault(f"steps[{index}].key", []).append(f"Another step is also called {step.key!r}.")
+        if step.on_error == Step.OnError.GOTO and step.error_step_key not in keys:
+            errors.setdefault(f"steps[{index}].error_step", []).append(f"{step.error_step_key!r} is not a step of this flow.")
+        if step.kind == "condition":
+            for branch in ("then", "otherwise"):
+                target = step.config.get(branch, "")
+                if target not in ("continue", "stop") and target not in keys:
+                    errors.setdefault(f"steps[{index}].{branch}", []).append(f"{target!r} is not a step of this flow.")
+    return errors
+
+
+@dataclass
+class FlowSpec:
+    slug: str
+    name: str
+    description: str = ""
+    enabled: bool = True
+    timeout_seconds: int = 300
+    concurrency_limit: int = 0
+    error_handler: str = ""
+    steps: list[StepSpec] = field(default_factory=list)
+
+
+def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
+    changed = [
+        name
+        for name, current, wanted in (
+            ("name", flow.name, spec.name),
+            ("description", flow.description, spec.description),
+            ("enabled", flow.enabled, spec.enabled),
+            ("timeout", flow.timeout_seconds, spec.timeout_seconds),
+            ("concurrency_limit", flow.concurrency_limit, spec.concurrency_limit),
+            ("error_handler", flow.error_handler.slug if flow.error_handler else "", spec.error_handler),
+        )
+        if current != wanted
+    ]
+    current_steps = [
+        StepSpec(
+            key=step.key,
+            kind=step.kind,
+            config=step.config,
+            secret=step.secret,
+            max_attempts=step.max_attempts,
+            retry_backoff_seconds=step.retry_backoff_seconds,
+            timeout_seconds=step.timeout_seconds,
+            on_error=step.on_error,
+            error_step_key=step.error_step_key,
+        ).comparable()
+        for step in flow.steps.select_related("secret").order_by("position", "id")
+    ]
+    if current_steps != [step.comparable() for step in spec.steps]:
+        changed.append("steps")
+    return changed
+
+
+@transaction.atomic
+def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tuple[Flow, str, list[str]]:
+    """Create or update a flow and replace its steps. Returns (flow, action, changed fields)."""
+    handler = None
+    if spec.error_handler:
+        handler = Flow.objects.filter(slug=spec.error_handler).first()
+        if handler is None:
+            raise ValidationError({"error_handler": f"There is no flow {spec.error_handler!r}."})
+    flow = Flow.objects.filter(slug=spec.slug).first()
+    if flow is not None:
+        changed = flow_changed_fields(flow, spec)
+        if not changed:
+            return flow, "unchanged", []
+        action = "update"
+    else:
+        flow, changed, action = Flow(slug=spec.slug), ["created"], "create"
+    flow.name, flow.description, flow.enabled = spec.name, spec.description, spec.enabled
+    flow.timeout_seconds, flow.concurrency_limit, flow.error_handler = spec.timeout_seconds, spec.concurrency_limit, handler
+    flow.save()
+    flow.steps.all().delete()
+    Step.objects.bulk_create(
+        Step(
+            flow=flow,
+            position=position,
+            key=step.key,
+            kind=step.kind,
+            config=step.config,
+            secret=step.secret,
+            max_attempts=step.max_attempts,
+            retry_backoff_seconds=step.retry_backoff_seconds,
+            timeout_seconds=step.timeout_seconds,
+            on_error=step.on_error,
+            error_step_key=step.error_step_key,
+        )
+        for position, step in enumerate(spec.steps)
+    )
+    audit_record(
+        acting_user=acting_user,
+        actor_label=actor_label,
+        action=f"flow.{action}",
+        target_type="flow",
+        target_name=flow.slug,
+        detail={"changed": changed},
+    )
+    return flow, action, changed
+
+
+def flow_change_record(*, flow: Flow, acting_user, changed: list[str], created: bool) -> None:
+    """Audit a change made in the admin (which saved through its forms)."""
+    audit_record(
+        acting_user=acting_user,
+        action="flow.create" if created else "flow.update",
+        target_type="flow",
+        target_name=flow.slug,
+        detail={"changed": changed},
+    )
+
+
+def step_spec_from_data(
+    data: Mapping[str, Any], *, acting_user=None, secrets: Mapping[str, Secret] | None = None
+) -> StepSpec:
+    """Validate one step as written in the ``apply`` file (common keys and the kind's fields)."""
+    data = dict(data)
+    errors: dict[str, list[str]] = {}
+
+    def collect(exc: ValidationError):
+        for name, messages in exc.message_dict.items():
+            errors.setdefault(name, []).extend(messages)
+
+    key = data.pop("key", None)
+    if not isinstance(key, str) or not key:
+        errors["key"] = ["A step needs a key."]
+    else:
+        try:
+            STEP_KEY(key)
+        except ValidationError as exc:
+            errors["key"] = exc.messages
+    kind_name = data.pop("kind", None)
+    try:
+        kind_class = step_kind_get(kind_name)
+    except ValidationError as exc:
+        raise ValidationError({**errors, **exc.message_dict}) from None
+    secret_name = data.pop("secret", None)
+    secret = None
+    if secret_name is not None:
+        secret = (secrets or {}).get(secret_name) or Secret.objects.filter(name=str(secret_name)).first()
+        if secret is None:
+            errors.setdefault("secret", []).append(f"There is no secret {secret_name!r}.")
+    common = {
+        "max_attempts": data.pop("max_attempts", 1),
+        "retry_backoff_seconds": data.pop("retry_backoff", 1.0),
+        "timeout_seconds": data.pop("timeout", 30),
+        "on_error": data.pop("on_error", Step.OnError.STOP),
+        "error_step_key": data.pop("error_step", ""),
+    }
+    for name, expected in (("max_attempts", int), ("timeout_seconds", int), ("retry_backoff_seconds", (int, float))):
+        value = common[name]
+        if isinstance(value, bool) or not isinstance(value, expected) or value < (1 if expected is int else 0):
+            errors.setdefault(name, []).append("Expected a positive number.")
+    if common["on_error"] not in Step.OnError.values:
+        errors.setdefault("on_error", []).append(f"Use one of: {', '.join(Step.OnError.values)}.")
+    if common["on_error"] == Step.OnError.GOTO and not common["error_step_key"]:
+        errors.setdefault("error_step", []).append("Name the step to go to.")
+    config = {}
+    try:
+        config = kind_class.clean_config(data)
+    except ValidationError as exc:
+        collect(exc)
+    for check in (lambda: step_secret_check(kind_class, secret), lambda: step_permission_check(kind_class, acting_user)):
+        try:
+            if "secret" not in errors:
+                check()
+        except ValidationError as exc:
+            collect(exc)
+    if errors:
+        raise ValidationError(errors)
+    return StepSpec(key=key, kind=kind_class.slug, config=config, secret=secret, **common)

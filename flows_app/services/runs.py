@@ -1,0 +1,177 @@
+"""Starting, waiting for, cancelling, re-running and recovering flow runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from flows_app import engine, notify
+from flows_app.app_settings import flow_settings
+from flows_app.models import Flow, FlowRun, StepRun
+from secrets_app.services.audit import audit_record
+
+
+class FlowDisabled(Exception):
+    pass
+
+
+def flow_run_start(
+    *,
+    flow: Flow,
+    input: Any,
+    trigger: str = "manual",
+    trigger_detail: str = "",
+    acting_user=None,
+    idempotency_key: str = "",
+    enforce_enabled: bool = True,
+) -> FlowRun:
+    """Queue a run; its task is sent when the transaction commits (ids only)."""
+    if enforce_enabled and not flow.enabled:
+        raise FlowDisabled(f"Flow {flow.slug!r} is disabled.")
+    user = acting_user if getattr(acting_user, "is_authenticated", False) else None
+    with transaction.atomic():
+        run = FlowRun.objects.create(
+            flow=flow,
+            input=input if input is not None else {},
+            trigger=trigger,
+            trigger_detail=trigger_detail[:200],
+            started_by=user,
+            idempotency_key=idempotency_key,
+        )
+        transaction.on_commit(lambda: engine.enqueue_run(run.pk, 0))
+    return run
+
+
+def flow_run_wait(*, run: FlowRun, timeout: float, for_response: bool = False) -> FlowRun | None:
+    """The run once finished (or, with ``for_response``, once it has a response); None on timeout."""
+
+    def ready(current: FlowRun) -> bool:
+        return current.finished or (for_response and current.response is not None)
+
+    return notify.wait(run.pk, ready=ready, timeout=timeout)
+
+
+def flow_run_after_finish(*, run_id: int) -> None:
+    """After a run ended: start the flow's error handler, and let a waiting run of the
+    same flow go when a concurrency limit held it back."""
+    run = FlowRun.objects.select_related("flow", "flow__error_handler").get(pk=run_id)
+    flow = run.flow
+    handler = flow.error_handler
+    if run.status == FlowRun.Status.FAILED and handler and run.trigger != "error_handler" and handler.pk != flow.pk:
+        failed_step = run.step_runs.filter(status=StepRun.Status.FAILED).order_by("-id").first()
+        flow_run_start(
+            flow=handler,
+            trigger="error_handler",
+            trigger_detail=f"{flow.slug} #{run.pk}",
+            input={
+                "run_id": run.pk,
+                "flow": flow.slug,
+                "status": run.status,
+                "error": run.error,
+                "failed_step": failed_step.step_key if failed_step else None,
+                "trigger": run.trigger,
+                "started_at": run.started_at.isoformat() if run.started_at else None,
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            },
+        )
+    if flow.concurrency_limit:
+        waiting = (
+            FlowRun.objects.filter(flow=flow, status=FlowRun.Status.QUEUED).order_by("queued_at").values_list("pk", flat=True).first()
+        )
+        if waiting:
+            engine.enqueue_run(waiting, 0)
+
+
+def flow_run_cancel(*, run: FlowRun, acting_user=None) -> bool:
+    """Cancel a queued or waiting run now, a running one at its next step. False if it had ended."""
+    with transaction.atomic():
+        now = timezone.now()
+        stopped = FlowRun.objects.filter(pk=run.pk, status__in=[FlowRun.Status.QUEUED, FlowRun.Status.WAITING]).update(
+            status=FlowRun.Status.CANCELLED, cancel_requested=True, finished_at=now, error="Cancelled before it ran."
+        )
+        if not stopped:
+            stopped = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING).update(cancel_requested=True)
+        if stopped:
+            audit_record(acting_user=acting_user, action="run.cancel", target_type="flow", target_name=f"{run.flow.slug} #{run.pk}")
+    if stopped:
+        notify.publish(run.pk)
+    return bool(stopped)
+
+
+def flow_run_rerun(*, run: FlowRun, acting_user=None) -> FlowRun:
+    """A new run with the same input that starts at the step that failed.
+
+    The steps that succeeded before it are copied into the new run (with their exact
+    outputs), so later steps see the same data without repeating their effects.
+    """
+    rows = list(run.step_runs.order_by("id"))
+    end = len(rows)
+    if rows and rows[-1].status == StepRun.Status.FAILED:
+        failed_key = rows[-1].step_key
+        while end and rows[end - 1].step_key == failed_key and rows[end - 1].status == StepRun.Status.FAILED:
+            end -= 1  # every attempt of the step that failed runs again
+    retried = lambda row: row.status == StepRun.Status.FAILED and row.next_step_key == row.step_key  # noqa: E731
+    kept = [row for row in rows[:end] if not retried(row)]
+    with transaction.atomic():
+        new = FlowRun.objects.create(
+            flow=run.flow,
+            input=run.input,
+            trigger="rerun",
+            trigger_detail=f"#{run.pk}",
+            rerun_of=run,
+            started_by=acting_user if getattr(acting_user, "is_authenticated", False) else None,
+        )
+        for step_run in kept:  # each still names the step that followed it: the chain resumes there
+            step_run.pk, step_run.run = None, new
+        StepRun.objects.bulk_create(kept)
+        audit_record(acting_user=acting_user, action="run.rerun", target_type="flow", target_name=f"{run.flow.slug} #{run.pk}")
+        transaction.on_commit(lambda: engine.enqueue_run(new.pk, 0))
+    return new
+
+
+def flow_runs_recover(*, grace_seconds: float = 60) -> int:
+    """Hand out again the runs nobody is working on: an expired lease (the worker died),
+    or a queued or waiting run whose task is long overdue (a lost message)."""
+    now = timezone.now()
+    overdue = now - timedelta(seconds=grace_seconds)
+    stalled = list(
+        FlowRun.objects.filter(
+            Q(status=FlowRun.Status.RUNNING, lease_expires_at__lt=now)
+            | Q(status=FlowRun.Status.QUEUED, queued_at__lt=overdue)
+            | Q(status=FlowRun.Status.WAITING, not_before__lt=overdue)
+        ).values_list("pk", flat=True)[:1000]
+    )
+    for run_id in stalled:
+        engine.enqueue_run(run_id, 0)
+    return len(stalled)
+
+
+def flow_runs_prune(*, older_than_days: int | None = None) -> int:
+    """Delete finished runs (and their step runs) older than the retention period."""
+    days = flow_settings.run_retention_days if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = FlowRun.objects.filter(status__in=FlowRun.FINISHED, finished_at__lt=cutoff).delete()
+    return deleted
+
+
+def flow_run_summary(run: FlowRun) -> dict[str, Any]:
+    """The run as ``run_flow`` prints it."""
+    return {
+        "id": run.pk,
+        "flow": run.flow.slug,
+        "status": run.status,
+        "output": run.output,
+        "error": run.error or None,
+        "response": run.response,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_ms": run.duration_ms,
+        "steps": [
+            {"key": step.step_key, "status": step.status, "attempt": step.attempt, "duration_ms": step.duration_ms}
+            for step in run.step_runs.order_by("id")
+        ],
+    }

@@ -1,0 +1,41 @@
+"""condition: continue, stop, or jump to a named step, depending on an expression."""
+
+from django.core.exceptions import ValidationError
+
+from flows_app import templating
+from flows_app.steps.base import StepError, StepKind, StepResult, next_step_choice, next_step_of
+from project.declarative import Field
+
+
+class Condition(StepKind):
+    slug = "condition"
+    label = "Condition"
+    description = "Evaluates an expression such as steps.me.status == 200 and picks where to go."
+    pure = True
+    fields = (
+        Field("expression", "Expression", help_text="A Jinja expression without braces, e.g. trigger.body.amount > 100."),
+        Field("then", "When true", default="continue", help_text="'continue', 'stop', or a step key."),
+        Field("otherwise", "When false", default="stop", help_text="'continue', 'stop', or a step key."),
+    )
+
+    @classmethod
+    def validate(cls, config, *, step_keys):
+        errors = {}
+        try:
+            templating.check("{{ " + config["expression"] + " }}")
+        except templating.TemplateFailed as exc:
+            errors["expression"] = f"Expression error: {exc}"
+        for name in ("then", "otherwise"):
+            problem = next_step_choice(config[name], step_keys=step_keys)
+            if problem:
+                errors[name] = problem
+        if errors:
+            raise ValidationError(errors)
+
+    def execute(self, context):
+        try:
+            result = bool(templating.render("{{ " + context.config["expression"] + " }}", context.data))
+        except templating.TemplateFailed as exc:
+            raise StepError(f"Expression failed: {exc}") from None
+        branch = context.config["then"] if result else context.config["otherwise"]
+        return StepResult(output={"result": result, "branch": branch}, next_step=next_step_of(branch))

@@ -1,0 +1,37 @@
+"""Celery tasks of the flow engine. Thin: ids in, one service call, idempotent."""
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from flows_app import engine
+from flows_app.services.runs import flow_runs_prune, flow_runs_recover
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def flow_run_execute(run_id: int) -> None:
+    """Run or continue one flow run.
+
+    Idempotent: the engine claims the run with a compare-and-set, so a duplicate or
+    redelivered message finds it taken or finished and does nothing. Not retried by
+    Celery: step retries and worker loss are the engine's business (checkpoints, leases,
+    ``flow_runs_recover``).
+    """
+    engine.Engine().execute(run_id)
+
+
+@shared_task(ignore_result=True)
+def flow_runs_recover_stalled() -> int:
+    """Beat, every FLOWGATE_RECOVER_INTERVAL_SECONDS, and once when a worker starts: hand
+    out runs whose worker died or whose message was lost. Idempotent (claims decide)."""
+    return flow_runs_recover()
+
+
+@shared_task(ignore_result=True)
+def flow_runs_prune_old() -> int:
+    """Beat, daily: delete finished runs older than FLOWGATE_RUN_RETENTION_DAYS. Idempotent."""
+    return flow_runs_prune()
+
+
+@worker_ready.connect
+def _recover_on_worker_start(sender=None, **kwargs):
+    flow_runs_recover_stalled.delay()

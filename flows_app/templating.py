@@ -1,0 +1,210 @@
+"""Templates in step configuration: Jinja2's immutable sandbox, compiled and checked on save.
+
+    {{ trigger.body.id }}   {{ steps.fetch.body.data[0].id }}   {{ secrets.get_password('crm') }}
+
+Only strings in a step's configuration are templates. Data (a webhook body, an API
+answer) is passed in as values and never rendered, so a caller cannot inject template
+code. A string that is exactly one ``{{ expression }}`` yields the expression's value
+with its type (a dict stays a dict, a number a number); anything else renders to text.
+
+Beyond Jinja's sandbox (no underscore attributes, no unsafe callables, a capped
+``range``): repetition and powers that would build huge values are refused, rendered
+text is capped, and in a worker's main thread rendering has a wall-clock limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import functools
+import json
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+MAX_RESULT_LENGTH = 1_000_000
+MAX_EXPONENT = 1000
+RENDER_SECONDS = 5
+_EXPRESSION = re.compile(r"^\s*\{\{(?P<expression>(?:(?!\}\}|\{\{|\{%).)*)\}\}\s*$", re.S)
+_MARKERS = ("{{", "{%", "{#")
+
+
+class TemplateFailed(Exception):
+    """A template that does not compile, or fails while rendering. ``str()`` is the reason."""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _from_json(text: str) -> Any:
+    return json.loads(text)
+
+
+def _b64encode(value: str | bytes) -> str:
+    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
+
+
+def _b64decode(value: str) -> str:
+    return base64.b64decode(value + "=" * (-len(value) % 4)).decode()
+
+
+def _to_datetime(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _datetime_format(value: Any, fmt: str = "%Y-%m-%dT%H:%M:%SZ") -> str:
+    """Format an ISO-8601 string, a Unix timestamp or a datetime."""
+    return _to_datetime(value).strftime(fmt)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(tz=dt.UTC)
+
+
+class FlowgateSandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "+"})
+
+    def getattr(self, obj, attribute):
+        # JSON data first: {{ body.items }} is the "items" key, not dict.items.
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"An exponent above {MAX_EXPONENT} is not allowed in templates.")
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
+                    if len(sequence) * count > MAX_RESULT_LENGTH:
+                        raise SecurityError("That repetition would build a value too large for a template.")
+        if operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, type(left)):
+            if len(left) + len(right) > MAX_RESULT_LENGTH:
+                raise SecurityError("That value is too large for a template.")
+        return super().call_binop(context, operator, left, right)
+
+
+def _environment() -> FlowgateSandbox:
+    environment = FlowgateSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    for name in ("lipsum", "cycler", "joiner"):
+        environment.globals.pop(name, None)
+    environment.globals["now"] = _now
+    environment.filters.update(
+        {
+            "tojson": _json,
+            "fromjson": _from_json,
+            "b64encode": _b64encode,
+            "b64decode": _b64decode,
+            "datetime": _datetime_format,
+        }
+    )
+    return environment
+
+
+ENVIRONMENT = _environment()
+
+
+def is_template(text: str) -> bool:
+    return isinstance(text, str) and any(marker in text for marker in _MARKERS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str):
+    """A compiled expression (typed result) or template (text), cached by source."""
+    match = _EXPRESSION.match(text)
+    try:
+        if match:
+            return "expression", ENVIRONMENT.compile_expression(match.group("expression"), undefined_to_none=False)
+        return "template", ENVIRONMENT.from_string(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateFailed(f"line {exc.lineno}: {exc.message}") from None
+
+
+def check(text: str) -> None:
+    """Raise TemplateFailed when ``text`` does not compile."""
+    if is_template(text):
+        _compiled(text)
+
+
+def check_all(value: Any) -> list[tuple[str, str]]:
+    """(path, reason) for every string in ``value`` that does not compile."""
+    problems = []
+    for path, text in _strings(value):
+        try:
+            check(text)
+        except TemplateFailed as exc:
+            problems.append((path, str(exc)))
+    return problems
+
+
+def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """SIGALRM-based limit, only where signals can be used (a worker's main thread)."""
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TemplateFailed(f"rendering took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def render(text: str, context: dict[str, Any]) -> Any:
+    """Render one string: the typed value of a lone expression, or text."""
+    if not is_template(text):
+        return text
+    mode, compiled = _compiled(text)
+    try:
+        with _time_limit(RENDER_SECONDS):
+            result = compiled(**context) if mode == "expression" else compiled.render(**context)
+        if isinstance(result, Undefined):
+            result._fail_with_undefined_error()
+    except TemplateFailed:
+        raise
+    except SecurityError as exc:
+        raise TemplateFailed(f"not allowed: {exc}") from None
+    except (TemplateError, TypeError, ValueError, KeyError, IndexError, OverflowError, ZeroDivisionError, AttributeError) as exc:
+        raise TemplateFailed(f"{type(exc).__name__}: {exc}") from None
+    if isinstance(result, str) and len(result) > MAX_RESULT_LENGTH:
+        raise TemplateFailed("the rendered text is larger than 1 MB")
+    return result
+
+
+def render_value(value: Any, context: dict[str, Any]) -> Any:
+    """Render every string inside ``value`` (dict keys stay as written)."""
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, dict):
+        return {key: render_value(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render_value(item, context) for item in value]
+    return value

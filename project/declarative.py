@@ -1,0 +1,268 @@
+"""Declared fields: how secret kinds and step kinds say what configuration they take.
+
+A kind lists ``Field`` objects. The same declaration validates input from an admin form
+(strings) and from the ``apply`` YAML file (native types), builds the admin form field,
+and says what ``export`` writes. ``coerce()`` returns the value in its type or raises a
+ValidationError with a short reason; ``clean_fields`` does it for a whole mapping and
+reports every field's problem at once.
+
+Template fields (step configuration) may hold Jinja text instead of a value of their
+type; such text is compiled now and typed when the step runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+
+FIELD_TYPES = ("text", "textarea", "code", "url", "integer", "number", "boolean", "choice", "mapping", "json", "list")
+_url_validator = URLValidator(schemes=["http", "https"])
+_TEMPLATE_MARKERS = ("{{", "{%")
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "nothing" if value is None else "text"
+
+
+def parse_mapping_lines(text: str, separator: str) -> dict[str, str]:
+    result = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if separator not in line:
+            raise ValidationError(f"Line {number}: expected 'name{separator} value'.")
+        key, value = line.split(separator, 1)
+        result[key.strip()] = value.strip()
+    return result
+
+
+class DetailedJSONField(forms.JSONField):
+    """A form JSONField whose error says where the JSON is broken.
+
+    With ``bare_templates``, text that is not JSON but holds a template
+    (``{{ steps.me.body }}``) is taken as that string: nobody should have to quote it.
+    """
+
+    def __init__(self, *, bare_templates: bool = False, **kwargs):
+        self.bare_templates = bare_templates
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip():
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                if self.bare_templates and any(marker in value for marker in _TEMPLATE_MARKERS):
+                    return value.strip()
+                raise ValidationError(f"Not valid JSON: {exc}.") from None
+        return super().to_python(value)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One declared field.
+
+    ``secret``: stored encrypted, write-only in forms (secret kinds only).
+    ``template``: may hold Jinja text (step kinds only); mapping/json/list values may hold
+    templates in their strings.
+    ``separator``: for mappings typed as lines in a form (``name: value`` or ``name=value``).
+    """
+
+    name: str
+    label: str
+    type: str = "text"
+    secret: bool = False
+    required: bool = True
+    default: Any = None
+    choices: tuple[tuple[str, str], ...] = ()
+    help_text: str = ""
+    min_value: float | None = None
+    max_value: float | None = None
+    separator: str = ":"
+    template: bool = False
+
+    def __post_init__(self):
+        assert self.type in FIELD_TYPES, self.type
+
+    def is_blank(self, value: Any) -> bool:
+        return value is None or (isinstance(value, (str, dict, list)) and len(value) == 0)
+
+    def coerce(self, value: Any) -> Any:
+        if self.template and isinstance(value, str) and any(marker in value for marker in _TEMPLATE_MARKERS):
+            return value  # typed when the step runs
+        return getattr(self, f"_coerce_{self.type}")(value)
+
+    def _text(self, value: Any, *, strip: bool = True) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValidationError(f"Expected text, got {_type_name(value)}.")
+        return str(value).strip() if strip else str(value)
+
+    def _coerce_text(self, value):
+        return self._text(value)
+
+    def _coerce_textarea(self, value):
+        return self._text(value, strip=False)
+
+    _coerce_code = _coerce_textarea
+
+    def _coerce_url(self, value):
+        value = self._text(value)
+        try:
+            _url_validator(value)
+        except ValidationError:
+            raise ValidationError("Enter a valid http or https URL.") from None
+        return value
+
+    def _coerce_choice(self, value):
+        value = self._text(value)
+        if value not in {choice for choice, _ in self.choices}:
+            raise ValidationError(f"{value!r} is not one of: {', '.join(choice for choice, _ in self.choices)}.")
+        return value
+
+    def _coerce_integer(self, value):
+        if isinstance(value, bool):
+            raise ValidationError("Expected a whole number, got a boolean.")
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value.strip())
+        if not isinstance(value, int):
+            raise ValidationError(f"Expected a whole number, got {_type_name(value)}.")
+        return self._in_range(value)
+
+    def _coerce_number(self, value):
+        if isinstance(value, bool):
+            raise ValidationError("Expected a number, got a boolean.")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValidationError("Expected a number, got text.") from None
+        if not isinstance(value, (int, float)):
+            raise ValidationError(f"Expected a number, got {_type_name(value)}.")
+        return self._in_range(value)
+
+    def _in_range(self, value):
+        if self.min_value is not None and value < self.min_value:
+            raise ValidationError(f"Must be at least {self.min_value:g}.")
+        if self.max_value is not None and value > self.max_value:
+            raise ValidationError(f"Must be at most {self.max_value:g}.")
+        return value
+
+    def _coerce_boolean(self, value):
+        if isinstance(value, str) and value.strip().lower() in {"true", "false", "on", "off", "1", "0", "yes", "no"}:
+            return value.strip().lower() in {"true", "on", "1", "yes"}
+        if not isinstance(value, bool):
+            raise ValidationError(f"Expected true or false, got {_type_name(value)}.")
+        return value
+
+    def _coerce_mapping(self, value):
+        if isinstance(value, str):
+            value = parse_mapping_lines(value, self.separator)
+        if not isinstance(value, Mapping):
+            raise ValidationError(f"Expected name/value pairs, got {_type_name(value)}.")
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.strip():
+                raise ValidationError("Every name must be non-empty text.")
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise ValidationError(f"The value of {key!r} must be text, got {_type_name(item)}.")
+            result[key.strip()] = str(item)
+        return result
+
+    def _coerce_json(self, value):
+        # A native value (from YAML, or already parsed by the form's JSONField); a string
+        # here is a JSON string, not JSON text.
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ValidationError("Not a JSON value.") from None
+        return value
+
+    def _coerce_list(self, value):
+        if isinstance(value, str):
+            value = [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, (str, int)) for item in value):
+            raise ValidationError(f"Expected a list of names, got {_type_name(value)}.")
+        return [str(item) for item in value]
+
+    # -- forms ------------------------------------------------------------------------
+
+    def form_field(self) -> forms.Field:
+        """The admin form field for a non-secret value (secret fields: secrets_app.forms)."""
+        common = {"label": self.label, "required": False, "help_text": self.help_text}
+        if self.type == "boolean":
+            return forms.BooleanField(**common)
+        if self.type == "choice" and not self.template:
+            return forms.ChoiceField(choices=self.choices, **common)
+        if self.type in ("integer", "number") and not self.template:
+            return (forms.IntegerField if self.type == "integer" else forms.FloatField)(**common)
+        if self.type == "json":
+            return DetailedJSONField(
+                bare_templates=self.template, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), **common
+            )
+        if self.type in ("textarea", "code", "mapping", "list"):
+            attrs = {"rows": 8 if self.type == "code" else 4, "cols": 80}
+            if self.type == "code":
+                attrs["style"] = "font-family: monospace"
+            return forms.CharField(widget=forms.Textarea(attrs=attrs), strip=False, **common)
+        return forms.CharField(widget=forms.TextInput(attrs={"size": 60}), **common)
+
+    def form_initial(self, value: Any) -> Any:
+        """A stored value as the form shows it."""
+        if value is None:
+            return self.default
+        if self.type == "mapping":
+            glue = f"{self.separator} " if self.separator == ":" else self.separator
+            return "\n".join(f"{key}{glue}{item}" for key, item in value.items())
+        if self.type == "list":
+            return ", ".join(value)
+        return value
+
+
+def clean_fields(
+    fields: tuple[Field, ...],
+    data: Mapping[str, Any],
+    *,
+    owner: str,
+    keep: Callable[[Field], Any] = lambda field: None,
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Coerce ``data`` against ``fields``: (values, errors keyed by field name).
+
+    ``keep(field)`` gives the stored value to keep when a field is left blank (write-only
+    secret fields); ``owner`` names the kind in the message for unknown fields.
+    """
+    errors: dict[str, list[str]] = {}
+    known = {field.name for field in fields}
+    for key in data:
+        if key not in known:
+            errors.setdefault(str(key), []).append(f"Unknown field for {owner}; known fields: {', '.join(sorted(known))}.")
+    values: dict[str, Any] = {}
+    for field in fields:
+        raw = data.get(field.name)
+        if field.is_blank(raw):
+            kept = keep(field)
+            if kept is not None:
+                values[field.name] = kept
+            elif field.default is not None:
+                values[field.name] = field.default
+            elif field.required:
+                errors.setdefault(field.name, []).append("This field is required.")
+            continue
+        try:
+            values[field.name] = field.coerce(raw)
+        except ValidationError as exc:
+            errors.setdefault(field.name, []).extend(exc.messages)
+    return values, errors

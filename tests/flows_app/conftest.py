@@ -1,0 +1,37 @@
+import pytest
+
+from flows_app.models import FlowRun
+from flows_app.services.flows import FlowSpec, flow_save, step_spec_from_data
+from flows_app.services.runs import flow_run_start, flow_run_wait
+
+
+def make_flow(slug: str, steps: list[dict], **fields):
+    spec = FlowSpec(slug=slug, name=fields.pop("name", slug), steps=[step_spec_from_data(step) for step in steps], **fields)
+    return flow_save(spec=spec)[0]
+
+
+def run_flow(flow, input=None, *, timeout: float = 60, **kwargs) -> FlowRun:
+    """Start a run through the real queue and wait for the worker to finish it."""
+    run = flow_run_start(flow=flow, input=input or {}, **kwargs)
+    finished = flow_run_wait(run=run, timeout=timeout)
+    assert finished is not None, f"run {run.pk} did not finish: {FlowRun.objects.get(pk=run.pk).status}"
+    return finished
+
+
+def execute(flow, input=None) -> FlowRun:
+    """Run a flow with the real engine in this process (no queue): for step-kind tests."""
+    from flows_app.engine import Engine
+
+    run = FlowRun.objects.create(flow=flow, input=input or {})
+    Engine().execute(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def steps_of(run: FlowRun) -> list[tuple[str, str, int]]:
+    return [(step.step_key, step.status, step.attempt) for step in run.step_runs.order_by("id")]
+
+
+@pytest.fixture
+def worker(celery_worker, transactional_db):
+    return celery_worker
