@@ -150,6 +150,13 @@ class Engine:
         if run.cancel_requested:
             self._finish(run, FlowRun.Status.CANCELLED, error="Cancelled before it ran.", lease_check=False)
             return None
+        if run.parent_run_id and run.status == FlowRun.Status.RUNNING:
+            # A called flow runs inside its caller's worker; when that worker died, the
+            # caller resumes and calls the flow again, so this copy must not go on alone.
+            self._finish(
+                run, FlowRun.Status.FAILED, error="The calling run's worker stopped during this run.", lease_check=False
+            )
+            return None
         if run.status == FlowRun.Status.RUNNING and run.pickups >= flow_settings.run_max_pickups:
             in_flight = self._next_step_key(run, list(run.flow.steps.values_list("key", flat=True)))
             self._finish(
@@ -172,6 +179,7 @@ class Engine:
                 if running >= limit:
                     transaction.on_commit(lambda: enqueue_run(run.pk, 2 + random.random() * 2))
                     return None
+            lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
             claimed = (
                 FlowRun.objects.filter(pk=run_id)
                 .filter(
@@ -181,7 +189,7 @@ class Engine:
                 .update(
                     status=FlowRun.Status.RUNNING,
                     lease_owner=self.owner,
-                    lease_expires_at=now + timedelta(seconds=flow_settings.run_lease_seconds),
+                    lease_expires_at=lease,
                     pickups=F("pickups") + 1,
                     started_at=Coalesce("started_at", now),
                     not_before=None,
@@ -189,7 +197,10 @@ class Engine:
             )
         if not claimed:
             return None
-        run.refresh_from_db()
+        # What the UPDATE wrote, without reading the row again (a query on every run).
+        run.status, run.lease_owner, run.lease_expires_at, run.not_before = FlowRun.Status.RUNNING, self.owner, lease, None
+        run.pickups += 1
+        run.started_at = run.started_at or now
         return run
 
     # -- running --------------------------------------------------------------------
@@ -214,7 +225,9 @@ class Engine:
             "run": {"id": run.pk, "trigger": run.trigger, "flow": flow.slug},
             "secrets": SecretsInTemplates(vault),
         }
-        history = list(run.step_runs.order_by("id"))
+        # A run taken up for the first time has no checkpoints, unless it re-runs another.
+        first_pickup = run.pickups == 1 and not run.rerun_of_id
+        history = [] if first_pickup else list(run.step_runs.order_by("id"))
         attempts: dict[str, int] = {}
         for previous in history:  # the checkpoint: outputs so far, and attempts of a step awaiting retry
             value = previous.raw_output if previous.raw_output is not None else previous.output
@@ -308,7 +321,8 @@ class Engine:
                 record.status, record.output, record.logs, record.next_step_key = StepRun.Status.SUCCEEDED, output, result.logs, next_key
                 pending.append(record)
                 if result.response is not None:
-                    flush()
+                    # A waiting caller gets the answer first; the pure respond step is
+                    # checkpointed with the next flush (after a crash it simply runs again).
                     self._respond(run, redactor.data(jsonable(result.response)))
                 if not kind.pure:
                     flush()
@@ -397,9 +411,11 @@ class Engine:
             if not done:
                 return
             run.status, run.output, run.error = status, output, error
-            from flows_app.services.runs import flow_run_after_finish
+            flow = run.flow
+            if flow.concurrency_limit or (status == FlowRun.Status.FAILED and flow.error_handler_id):
+                from flows_app.services.runs import flow_run_after_finish
 
-            transaction.on_commit(lambda: flow_run_after_finish(run_id=run.pk))
+                transaction.on_commit(lambda: flow_run_after_finish(run_id=run.pk))
         notify.publish(run.pk)
 
     # -- called flows ---------------------------------------------------------------

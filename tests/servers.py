@@ -35,6 +35,7 @@ class RecordingServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 65536  # headers and body leave in one segment (no Nagle / delayed-ACK stall)
 
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)

@@ -47,6 +47,57 @@ def test_http_steps_call_a_real_server_with_the_secret(worker, local_server):
     assert "crm-token-8812" not in str(me.output) and "[secret]" in str(me.output)  # the echo was masked
 
 
+def test_a_flow_reads_an_api_with_a_secret_transforms_and_writes_rows_into_postgresql(worker, postgresql):
+    import psycopg
+
+    from secrets_app.services.secrets import secret_create
+
+    token = "crm-token-5531-journey"
+    contacts = [{"email": "ada@example.com", "plan": "pro"}, {"email": "alan@example.com", "plan": "free"}]
+    api = RecordingServer(lambda request: Reply(body={"contacts": contacts}))
+    table = f"journey_{time.monotonic_ns()}"
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="test", autocommit=True) as connection:
+        connection.execute(f"CREATE TABLE {table} (email text primary key, pro boolean not null)")
+    try:
+        secret_create(name="crm", kind="api_token", data={"token": token})
+        secret_create(name="warehouse", kind="postgresql", data=postgresql)
+        flow = make_flow(
+            "sync-contacts",
+            [
+                {"key": "fetch", "kind": "http_request", "url": f"{api.url}/contacts", "secret": "crm"},
+                {
+                    "key": "shape",
+                    "kind": "script",
+                    "code": "return [{'email': c['email'], 'pro': c['plan'] == 'pro'} for c in steps['fetch']['body']['contacts']]",
+                },
+                {
+                    "key": "store",
+                    "kind": "sql",
+                    "secret": "warehouse",
+                    "query": f"INSERT INTO {table} (email, pro) SELECT email, pro FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(email text, pro boolean)",
+                    "parameters": {"rows": "{{ steps.shape | tojson }}"},
+                },
+            ],
+        )
+        run = run_flow(flow)
+        assert run.status == "succeeded", run.error
+        assert api.last.headers["Authorization"] == f"Bearer {token}"
+        assert steps_of(run) == [("fetch", "succeeded", 1), ("shape", "succeeded", 1), ("store", "succeeded", 1)]
+        assert run.step_runs.get(step_key="store").output["row_count"] == 2
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="test") as connection:
+            assert connection.execute(f"SELECT email, pro FROM {table} ORDER BY email").fetchall() == [
+                ("ada@example.com", True),
+                ("alan@example.com", False),
+            ]
+        stored = [str(row) for row in FlowRun.objects.filter(pk=run.pk).values()]
+        stored += [str(row) for row in run.step_runs.values()]
+        assert not any(token in row for row in stored)
+    finally:
+        api.stop()
+        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="test", autocommit=True) as connection:
+            connection.execute(f"DROP TABLE {table}")
+
+
 def test_transient_errors_are_retried_with_backoff_and_4xx_is_not(worker):
     answers = {"flaky": [503, 502, 200], "broken": [404, 200]}
 

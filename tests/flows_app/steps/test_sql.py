@@ -86,6 +86,18 @@ def test_the_step_timeout_is_enforced_by_mariadb(mariadb):
     assert run.status == "failed" and "max_statement_time" in run.error
 
 
+def test_mariadb_local_infile_is_off(mariadb, maria_table):
+    secret_create(name="shop", kind="mysql", data={**mariadb, "tls": "disabled"})
+    query = f"LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE {maria_table} (email)"
+    run = execute(make_flow("exfiltrate", [{"key": "q", "kind": "sql", "secret": "shop", "query": query}]))
+    assert run.status == "failed" and "MySQL error" in run.error
+    connection = pymysql.connect(host="127.0.0.1", user="root", password="", database="test")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {maria_table}")
+        assert cursor.fetchone() == (0,)
+    connection.close()
+
+
 def test_templates_are_not_allowed_in_sql_text(db):
     with pytest.raises(ValidationError) as error:
         step_spec_from_data({"key": "q", "kind": "sql", "query": "SELECT * FROM t WHERE id = {{ trigger.id }}"})
