@@ -84,14 +84,34 @@ class Process:
         def read():
             for line in self.process.stdout:
                 self.output.append(line)
-                if self.ready_text in line:
+                if self.ready_text and self.ready_text in line:
                     ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(60):
+        if getattr(self, "ready_url", None):
+            self._wait_for_http()
+        elif not ready.wait(60):
             self.__exit__()
             raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.output[-40:]))
         return self
+
+    def waiting_for_http(self, url: str) -> Process:
+        """Ready once ``url`` answers (for servers that print nothing when ready)."""
+        self.ready_url = url
+        return self
+
+    def _wait_for_http(self) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"{self.name} did not answer at {self.ready_url}:\n" + "".join(self.output[-40:]))
 
     def __exit__(self, *exc) -> None:
         if self.process and self.process.poll() is None:
@@ -113,13 +133,15 @@ def worker(concurrency: int = 2) -> Process:
     )
 
 
-def gunicorn(port: int, workers: int = 2) -> Process:
+def gunicorn(port: int) -> Process:
+    """The product's gunicorn settings (project/gunicorn.conf.py: 2 workers, threads)."""
     return Process(
         "gunicorn",
-        [str(BIN / "gunicorn"), "project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--log-level", "info"],
-        ready="Booting worker",
-    )
+        [str(BIN / "gunicorn"), "-c", str(ROOT / "project" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+         "--log-level", "warning", "project.wsgi"],
+        ready="",
+        env={"DJANGO_SETTINGS_MODULE": "bench.settings"},
+    ).waiting_for_http(f"http://127.0.0.1:{port}/bench/bare")
 
 
 def free_port() -> int:

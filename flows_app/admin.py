@@ -16,11 +16,26 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from flows_app.forms import COMMON_STEP_FIELDS, RunInputForm, StepForm, StepFormSet, kind_field_name
-from flows_app.models import Flow, FlowRun, Step, StepRun
+from oauth2_provider.admin import ApplicationAdmin
+from oauth2_provider.models import get_application_model
+
+from flows_app.forms import (
+    COMMON_ENDPOINT_FIELDS,
+    COMMON_STEP_FIELDS,
+    ClientPolicyForm,
+    EndpointTriggerForm,
+    RunInputForm,
+    ScheduleTriggerForm,
+    StepForm,
+    StepFormSet,
+    kind_fieldsets,
+)
+from flows_app.models import ClientPolicy, EndpointTrigger, Flow, FlowRun, ScheduleTrigger, Step, StepRun
 from flows_app.services.flows import flow_change_record
 from flows_app.services.runs import FlowDisabled, flow_run_cancel, flow_run_rerun, flow_run_start
+from flows_app.services.triggers import schedule_next_run, schedules_sync
 from flows_app.steps import STEP_KINDS
+from flows_app.triggers import ENDPOINT_AUTH
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",
@@ -42,51 +57,83 @@ def pretty_json(value):
     return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))
 
 
-class StepInline(admin.StackedInline):
+class RequestUserInline(admin.StackedInline):
+    """An inline whose form knows the request's user (permissions some kinds need)."""
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, fields=self.common_fields, **kwargs)
+        formset.form = type(f"Request{formset.form.__name__}", (formset.form,), {"acting_user": request.user})
+        return formset
+
+
+class StepInline(RequestUserInline):
     model = Step
     form = StepForm
     formset = StepFormSet
+    common_fields = COMMON_STEP_FIELDS
     extra = 0
     ordering = ["position", "id"]
-    autocomplete_fields = ()
 
     def get_fieldsets(self, request, obj=None):
-        fieldsets = [(None, {"fields": COMMON_STEP_FIELDS})]
-        for kind in STEP_KINDS.values():
-            fieldsets.append(
-                (
-                    kind.label,
-                    {
-                        "fields": [kind_field_name(kind.slug, field.name) for field in kind.fields],
-                        "classes": ["step-kind-fields", f"step-kind-{kind.slug}"],
-                        "description": kind.description,
-                    },
-                )
-            )
-        return fieldsets
+        return [(None, {"fields": COMMON_STEP_FIELDS}), *kind_fieldsets(STEP_KINDS)]
 
-    def get_formset(self, request, obj=None, **kwargs):
-        formset = super().get_formset(request, obj, fields=COMMON_STEP_FIELDS, **kwargs)
-        formset.form = type("RequestStepForm", (formset.form,), {"acting_user": request.user})
-        return formset
+
+class EndpointTriggerInline(RequestUserInline):
+    model = EndpointTrigger
+    form = EndpointTriggerForm
+    common_fields = COMMON_ENDPOINT_FIELDS
+    extra = 0
+    verbose_name = "endpoint trigger"
+    verbose_name_plural = "Endpoint triggers (/hooks/<path>)"
+
+    def get_fieldsets(self, request, obj=None):
+        return [(None, {"fields": COMMON_ENDPOINT_FIELDS}), *kind_fieldsets(ENDPOINT_AUTH)]
+
+
+class ScheduleTriggerInline(admin.TabularInline):
+    model = ScheduleTrigger
+    form = ScheduleTriggerForm
+    extra = 0
+    fields = ("enabled", "cron", "interval_seconds", "timezone", "input", "next_run")
+    readonly_fields = ("next_run",)
+    verbose_name_plural = "Schedules"
+
+    @admin.display(description="Next run")
+    def next_run(self, obj):
+        when = schedule_next_run(obj) if obj.pk else None
+        return format_html('<time class="next-run">{}</time>', localize_time(when)) if when else "-"
+
+
+def localize_time(value) -> str:
+    from django.utils import timezone
+
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @admin.register(Flow)
 class FlowAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "enabled", "step_count", "last_run", "history_link")
+    list_display = ("name", "slug", "enabled", "step_count", "triggers", "last_run", "history_link")
     list_filter = ("enabled",)
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
     fields = ("name", "slug", "enabled", "description", "timeout_seconds", "concurrency_limit", "error_handler")
-    inlines = [StepInline]
+    inlines = [StepInline, EndpointTriggerInline, ScheduleTriggerInline]
     change_form_template = "admin/flows_app/flow/change_form.html"
 
     class Media:
-        js = ("flows_app/step_kinds.js",)
+        js = ("flows_app/kinds.js",)
 
     @admin.display(description="Steps")
     def step_count(self, obj):
         return obj.steps.count()
+
+    @admin.display(description="Triggers")
+    def triggers(self, obj):
+        endpoints = [
+            f"/hooks/{endpoint.path}" + (" (open access)" if endpoint.auth == "open" else "") for endpoint in obj.endpoints.all()
+        ]
+        schedules = [str(schedule) for schedule in obj.schedules.all()]
+        return ", ".join(endpoints + schedules) or "-"
 
     @admin.display(description="Last run")
     def last_run(self, obj):
@@ -105,6 +152,7 @@ class FlowAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
+        schedules_sync(flow=form.instance)
         changed = list(form.changed_data) + (["steps"] if any(formset.has_changed() for formset in formsets) else [])
         if changed or not change:
             flow_change_record(flow=form.instance, acting_user=request.user, changed=changed, created=not change)
@@ -282,3 +330,22 @@ class FlowRunAdmin(admin.ModelAdmin):
             if flow_run_cancel(run=run, acting_user=request.user):
                 self.message_user(request, "Cancelled.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
+
+
+class ClientPolicyInline(admin.StackedInline):
+    model = ClientPolicy
+    form = ClientPolicyForm
+    can_delete = True
+    extra = 0
+    max_num = 1
+    verbose_name = verbose_name_plural = "Token policy (JWT access tokens for endpoint triggers)"
+
+
+admin.site.unregister(get_application_model())
+
+
+@admin.register(get_application_model())
+class CallerApplicationAdmin(ApplicationAdmin):
+    """django-oauth-toolkit's applications, with the token policy of callers of triggers."""
+
+    inlines = [ClientPolicyInline]

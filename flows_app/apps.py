@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_delete, post_migrate
 
 
 class FlowsAppConfig(AppConfig):
@@ -8,6 +8,16 @@ class FlowsAppConfig(AppConfig):
 
     def ready(self):
         from flows_app import tasks  # noqa: F401  (connects the worker_ready recovery)
+        from flows_app.models import ScheduleTrigger
         from flows_app.schedules import periodic_tasks_ensure
+        from flows_app.services.triggers import schedule_beat_entry_delete
 
         post_migrate.connect(periodic_tasks_ensure, sender=self)
+        # A signal, not a service call: schedules also go when their flow is deleted
+        # (a cascade), and their beat entries must go with them.
+        post_delete.connect(
+            lambda instance, **kwargs: schedule_beat_entry_delete(schedule=instance),
+            sender=ScheduleTrigger,
+            weak=False,
+            dispatch_uid="flows_app.schedule_beat_entry_delete",
+        )

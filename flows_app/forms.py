@@ -1,22 +1,27 @@
-"""Admin forms for flows: each step kind shows its own validated fields.
+"""Admin forms for flows: each step kind and each endpoint authentication shows its own
+validated fields.
 
-A step form carries every kind's declared fields, named ``<kind>__<field>`` and grouped
-in one fieldset per kind; a small script shows the fieldset of the chosen kind. Only the
-chosen kind's fields are read, validated by the kind (templates compiled), and stored
-as the step's ``config``. Errors name the step and the field.
+A ``KindConfigForm`` row picks a kind from a registry (a step's ``kind``, an endpoint's
+``auth``) and carries every kind's declared fields, named ``<kind>__<field>`` and grouped
+in one fieldset per kind; ``flows_app/static/flows_app/kinds.js`` shows the fieldset of the
+chosen kind. Only the chosen kind's fields are read, validated by the kind, and stored
+in the row's JSON configuration. Errors name the step (or endpoint) and the field.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
-from flows_app.models import Step
+from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step
 from flows_app.services.flows import StepSpec, flow_steps_check, step_permission_check, step_secret_check
+from flows_app.services.triggers import endpoint_auth_clean, endpoint_methods_clean, schedule_clean
 from flows_app.steps import STEP_KINDS
+from flows_app.triggers import ENDPOINT_AUTH
 
 COMMON_STEP_FIELDS = [
     "position",
@@ -29,68 +34,124 @@ COMMON_STEP_FIELDS = [
     "on_error",
     "error_step_key",
 ]
+COMMON_ENDPOINT_FIELDS = [
+    "path",
+    "enabled",
+    "methods",
+    "auth",
+    "auth_secret",
+    "response",
+    "sync_timeout_seconds",
+    "max_body_kb",
+    "pass_headers",
+]
 
 
 def kind_field_name(kind: str, field: str) -> str:
     return f"{kind}__{field}"
 
 
-def _declared_kind_fields() -> dict[str, forms.Field]:
-    return {
-        kind_field_name(kind.slug, field.name): field.form_field() for kind in STEP_KINDS.values() for field in kind.fields
-    }
+def kind_fieldsets(kinds: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """One fieldset per kind, shown by kinds.js only when that kind is chosen."""
+    return [
+        (
+            kind.label,
+            {
+                "fields": [kind_field_name(kind.slug, field.name) for field in kind.fields],
+                "classes": ["kind-fields", f"kind-fields-{kind.slug}"],
+                "description": kind.description,
+            },
+        )
+        for kind in kinds.values()
+        if kind.fields
+    ]
 
 
-class StepForm(forms.ModelForm):
-    #: Set per request by the admin, for the script-step permission.
+class KindConfigForm(forms.ModelForm):
+    """A model form that stores the chosen kind's declared fields as JSON (see module doc)."""
+
+    kinds: ClassVar[dict[str, Any]]
+    kind_field: ClassVar[str]
+    config_field: ClassVar[str]
+    #: Set per request by the admin (permissions some kinds need).
     acting_user = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields[self.kind_field].widget.attrs["class"] = "kind-select"
+        stored_kind = getattr(self.instance, self.kind_field)
+        stored = getattr(self.instance, self.config_field) if self.instance.pk else {}
+        for kind in self.kinds.values():
+            for field in kind.fields:
+                value = stored.get(field.name) if kind.slug == stored_kind else None
+                self.initial[kind_field_name(kind.slug, field.name)] = field.form_initial(value)
+        self.config: dict[str, Any] = {}
+
+    def label(self) -> str:
+        """How errors name this row."""
+        raise NotImplementedError
+
+    def chosen_kind_data(self) -> tuple[Any, dict[str, Any]]:
+        kind = self.kinds.get(self.cleaned_data.get(self.kind_field))
+        if kind is None:
+            return None, {}
+        return kind, {field.name: self.cleaned_data.get(kind_field_name(kind.slug, field.name)) for field in kind.fields}
+
+    def add_errors(self, error: ValidationError, kind=None) -> None:
+        """Put each message beside its field (a kind's field, or a model field), named."""
+        declared = {field.name: field for field in kind.fields} if kind is not None else {}
+        for name, messages in error.message_dict.items():
+            if name in declared:
+                target, prefix = kind_field_name(kind.slug, name), f"{self.label()}, {declared[name].label}: "
+            else:
+                target, prefix = (name if name in self.fields else None), f"{self.label()}: "
+            for message in messages:
+                self.add_error(target, prefix + message)
+
+    def save(self, commit=True):
+        setattr(self.instance, self.config_field, self.config)
+        return super().save(commit)
+
+
+def with_kind_fields(form_class: type[KindConfigForm]) -> type[KindConfigForm]:
+    """``form_class`` with every kind's fields declared, at class creation as Django wants."""
+    declared = {
+        kind_field_name(kind.slug, field.name): field.form_field() for kind in form_class.kinds.values() for field in kind.fields
+    }
+    return type(form_class.__name__, (form_class,), declared)
+
+
+@with_kind_fields
+class StepForm(KindConfigForm):
+    kinds = STEP_KINDS
+    kind_field = "kind"
+    config_field = "config"
 
     class Meta:
         model = Step
         fields = COMMON_STEP_FIELDS
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["kind"].widget.attrs["class"] = "step-kind-select"
-        instance = self.instance
-        for kind in STEP_KINDS.values():
-            for field in kind.fields:
-                name = kind_field_name(kind.slug, field.name)
-                stored = instance.config.get(field.name) if instance.pk and instance.kind == kind.slug else None
-                self.initial[name] = field.form_initial(stored)
-        self.config: dict = {}
+    def label(self) -> str:
+        return f"Step '{self.cleaned_data.get('key') or '(new)'}'"
 
     def clean(self):
         cleaned = super().clean()
-        kind_class = STEP_KINDS.get(cleaned.get("kind"))
+        kind_class, data = self.chosen_kind_data()
         if kind_class is None:
             return cleaned
-        key = cleaned.get("key") or "(new)"
-        data = {field.name: cleaned.get(kind_field_name(kind_class.slug, field.name)) for field in kind_class.fields}
-        try:
-            self.config = kind_class.clean_config(data)
-        except ValidationError as exc:
-            for name, messages in exc.message_dict.items():
-                label = kind_class.field(name).label if name in {field.name for field in kind_class.fields} else name
-                target = kind_field_name(kind_class.slug, name) if kind_field_name(kind_class.slug, name) in self.fields else None
-                for message in messages:
-                    self.add_error(target, f"Step '{key}', {label}: {message}")
-        for check in (
+        checks = (
+            lambda: setattr(self, "config", kind_class.clean_config(data)),
             lambda: step_secret_check(kind_class, cleaned.get("secret")),
             lambda: step_permission_check(kind_class, self.acting_user),
-        ):
+        )
+        for check in checks:
             try:
                 check()
             except ValidationError as exc:
-                for name, messages in exc.message_dict.items():
-                    self.add_error(name if name in self.fields else None, [f"Step '{key}': {message}" for message in messages])
+                self.add_errors(exc, kind_class)
         if cleaned.get("on_error") == Step.OnError.GOTO and not cleaned.get("error_step_key"):
-            self.add_error("error_step_key", f"Step '{key}': name the step to go to.")
+            self.add_error("error_step_key", f"{self.label()}: name the step to go to.")
         return cleaned
-
-    def save(self, commit=True):
-        self.instance.config = self.config
-        return super().save(commit)
 
     def spec(self) -> StepSpec:
         data = self.cleaned_data
@@ -101,9 +162,6 @@ class StepForm(forms.ModelForm):
             on_error=data.get("on_error", Step.OnError.STOP),
             error_step_key=data.get("error_step_key", ""),
         )
-
-
-StepForm = type("StepForm", (StepForm,), _declared_kind_fields())
 
 
 class StepFormSet(BaseInlineFormSet):
@@ -124,6 +182,79 @@ class StepFormSet(BaseInlineFormSet):
             for message in messages:
                 form.add_error(name if name in form.fields else None, f"Step '{spec.key}': {message}")
         super().clean()
+
+
+@with_kind_fields
+class EndpointTriggerForm(KindConfigForm):
+    kinds = ENDPOINT_AUTH
+    kind_field = "auth"
+    config_field = "auth_config"
+
+    class Meta:
+        model = EndpointTrigger
+        fields = COMMON_ENDPOINT_FIELDS
+
+    def label(self) -> str:
+        return f"Endpoint '/hooks/{self.cleaned_data.get('path') or '(new)'}'"
+
+    def clean_methods(self):
+        try:
+            return endpoint_methods_clean(self.cleaned_data.get("methods"))
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from None
+
+    def clean(self):
+        cleaned = super().clean()
+        mode, data = self.chosen_kind_data()
+        if mode is None:
+            return cleaned
+        try:
+            self.config = endpoint_auth_clean(auth=mode.slug, secret=cleaned.get("auth_secret"), config=data)
+        except ValidationError as exc:
+            self.add_errors(ValidationError({"auth_secret" if name == "secret" else name: messages for name, messages in exc.message_dict.items()}), mode)
+        return cleaned
+
+
+class ScheduleTriggerForm(forms.ModelForm):
+    class Meta:
+        model = ScheduleTrigger
+        fields = ["enabled", "cron", "interval_seconds", "timezone", "input"]
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            cleaned["cron"], cleaned["interval_seconds"], cleaned["timezone"] = schedule_clean(
+                cron=cleaned.get("cron"), interval_seconds=cleaned.get("interval_seconds"), timezone_name=cleaned.get("timezone")
+            )
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                for message in messages:
+                    self.add_error(name, f"Schedule: {message}")
+        return cleaned
+
+
+class ClientPolicyForm(forms.ModelForm):
+    class Meta:
+        model = ClientPolicy
+        fields = ["scopes", "audience", "token_lifetime_seconds", "signing_secret"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["signing_secret"].queryset = self.fields["signing_secret"].queryset.filter(kind="rs256")
+
+    def clean_scopes(self):
+        scopes = self.cleaned_data["scopes"].split()
+        # RFC 6749 §3.3: scope tokens are printable ASCII without space, '"' or '\\'.
+        bad = [scope for scope in scopes if any(ord(char) < 0x21 or ord(char) > 0x7E or char in '"\\' for char in scope)]
+        if not scopes or bad:
+            raise ValidationError("Space-separated scope names of printable ASCII, e.g. orders:read orders:write.")
+        return " ".join(dict.fromkeys(scopes))
+
+    def clean_signing_secret(self):
+        secret = self.cleaned_data["signing_secret"]
+        if secret.kind != "rs256" or not secret.values.get("private_key"):
+            raise ValidationError(f"Secret {secret.name!r} must be an RS256 key pair with a private key.")
+        return secret
 
 
 class RunInputForm(forms.Form):

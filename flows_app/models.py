@@ -12,14 +12,21 @@ keeps its values.
 """
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+from oauth2_provider.settings import oauth2_settings
 
 from secrets_app.fields import EncryptedJSONField
 
 STEP_KEY = RegexValidator(
     r"^[a-z_][a-z0-9_]*$", "Use lower-case letters, digits and '_', starting with a letter (it is a template name)."
+)
+
+
+ENDPOINT_PATH = RegexValidator(
+    r"^(?!runs(/|$))(?!.*/runs(/|$))[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$",
+    "Use lower-case letters, digits, '-', '_' and '/' between parts; 'runs' cannot be a part.",
 )
 
 
@@ -87,6 +94,80 @@ class Step(models.Model):
         return f"{self.flow.slug}.{self.key}"
 
 
+def endpoint_auth_choices():
+    from flows_app.triggers import ENDPOINT_AUTH
+
+    return [(slug, mode.label) for slug, mode in ENDPOINT_AUTH.items()]
+
+
+class EndpointTrigger(models.Model):
+    """``/hooks/<path>``: an HTTP endpoint that starts the flow, protected by one mode."""
+
+    class Response(models.TextChoices):
+        ASYNC = "async", "Answer 202 at once with the run and a status URL"
+        SYNC = "sync", "Wait for the flow and answer with its respond step"
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="endpoints")
+    path = models.CharField(
+        max_length=200, unique=True, validators=[ENDPOINT_PATH], help_text="Served at /hooks/<path>."
+    )
+    enabled = models.BooleanField(default=True)
+    methods = models.CharField(max_length=60, default="POST", help_text="Comma-separated, e.g. POST or GET, POST.")
+    auth = models.CharField("Authentication", max_length=20, choices=endpoint_auth_choices)
+    auth_secret = models.ForeignKey(
+        "secrets_app.Secret", null=True, blank=True, on_delete=models.PROTECT, related_name="+", verbose_name="Secret"
+    )
+    auth_config = models.JSONField(default=dict, blank=True)
+    response = models.CharField(max_length=8, choices=Response.choices, default=Response.ASYNC)
+    sync_timeout_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(300)], help_text="Sync: 504 after this."
+    )
+    max_body_kb = models.PositiveIntegerField(
+        default=1024, validators=[MinValueValidator(1), MaxValueValidator(10240)], help_text="Larger bodies get 413."
+    )
+    pass_headers = models.CharField(
+        max_length=500, blank=True, help_text="Request headers the flow sees as trigger.headers, comma-separated."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["path"]
+        verbose_name = "endpoint trigger"
+
+    def __str__(self) -> str:
+        return f"/hooks/{self.path}"
+
+    def method_list(self) -> list[str]:
+        return [method.strip().upper() for method in self.methods.split(",") if method.strip()]
+
+    def header_list(self) -> list[str]:
+        return [header.strip() for header in self.pass_headers.split(",") if header.strip()]
+
+
+class ScheduleTrigger(models.Model):
+    """A cron expression or an interval; fired by django-celery-beat through its own entry."""
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="schedules")
+    enabled = models.BooleanField(default=True)
+    cron = models.CharField(
+        max_length=100, blank=True, help_text="Five fields: minute hour day-of-month month day-of-week, e.g. */5 * * * *."
+    )
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Or: every this many seconds.")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="The cron expression's time zone.")
+    input = models.JSONField(default=dict, blank=True, help_text="The run's trigger input.")
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "schedule"
+
+    def __str__(self) -> str:
+        return f"every {self.interval_seconds} s" if self.interval_seconds else f"cron {self.cron} ({self.timezone})"
+
+
 class FlowRun(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -108,7 +189,10 @@ class FlowRun(models.Model):
     error = models.TextField(blank=True)
     parent_run = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs")
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
-    idempotency_key = models.CharField(max_length=200, blank=True, db_index=True)
+    endpoint = models.ForeignKey(EndpointTrigger, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    idempotency_key = models.CharField(
+        max_length=64, blank=True, help_text="A digest of the caller's Idempotency-Key (or a schedule's message id)."
+    )
     queued_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -123,6 +207,13 @@ class FlowRun(models.Model):
     class Meta:
         ordering = ["-queued_at", "-id"]
         indexes = [models.Index(fields=["flow", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flow", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="flows_run_unique_idempotency_key",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.flow.slug} #{self.pk}"
@@ -157,3 +248,33 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step_key} ({self.status})"
+
+
+class ClientPolicy(models.Model):
+    """What an OAuth2 client application (django-oauth-toolkit) may get from ``/o/token/``.
+
+    Its access tokens are JWTs signed by ``signing_secret`` (an RS256 key pair from the
+    vault), with ``iss`` = BASE_URL, ``aud`` = ``audience``, ``exp``, ``scope`` (only scopes
+    listed here), so JWT endpoint triggers verify them like any other JWT.
+    """
+
+    application = models.OneToOneField(
+        oauth2_settings.APPLICATION_MODEL, on_delete=models.CASCADE, related_name="flowgate_policy"
+    )
+    scopes = models.CharField(max_length=500, help_text="Space-separated scopes this client may ask for.")
+    audience = models.CharField(max_length=200, blank=True, help_text="The tokens' aud; BASE_URL when blank.")
+    token_lifetime_seconds = models.PositiveIntegerField(
+        default=3600, validators=[MinValueValidator(60), MaxValueValidator(86400)]
+    )
+    signing_secret = models.ForeignKey(
+        "secrets_app.Secret", on_delete=models.PROTECT, related_name="+", help_text="An RS256 secret with a private key."
+    )
+
+    class Meta:
+        verbose_name = "token policy"
+
+    def __str__(self) -> str:
+        return f"token policy of {self.application}"
+
+    def scope_list(self) -> list[str]:
+        return self.scopes.split()

@@ -5,6 +5,7 @@ from celery.signals import worker_ready
 
 from flows_app import engine
 from flows_app.services.runs import flow_runs_prune, flow_runs_recover
+from flows_app.services.triggers import schedule_fire
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -17,6 +18,17 @@ def flow_run_execute(run_id: int) -> None:
     ``flow_runs_recover``).
     """
     engine.Engine().execute(run_id)
+
+
+@shared_task(bind=True, ignore_result=True)
+def flow_schedule_fire(self, schedule_id: int) -> None:
+    """Beat, per schedule: start the schedule's flow.
+
+    Idempotent: the message id is the run's idempotency key, so a redelivered message
+    finds the run it started. Not retried: a schedule that could not fire fires again at
+    its next time.
+    """
+    schedule_fire(schedule_id=schedule_id, message_id=self.request.id or "")
 
 
 @shared_task(ignore_result=True)

@@ -214,7 +214,14 @@ LOGGING = {
     },
 }
 
+# django-oauth-toolkit serves /o/token/ to the clients that call endpoint triggers; its
+# access tokens are JWTs from flows_app.oauth2_server (see ClientPolicy). Named here
+# because our models refer to the (swappable) application model.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER = {
+    "ACCESS_TOKEN_GENERATOR": "flows_app.oauth2_server.access_token",
+    "OAUTH2_VALIDATOR_CLASS": "flows_app.oauth2_server.CallerValidator",
+    "SCOPES": {},  # each client's scopes are its token policy's
     "PKCE_REQUIRED": True,
     "ROTATE_REFRESH_TOKEN": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,

@@ -16,11 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from django.http import QueryDict
 from oauth2_provider.models import get_application_model
-from oauth2_provider.oauth2_validators import OAuth2Validator
+from flows_app.oauth2_server import CallerValidator
 
 
-class ProviderValidator(OAuth2Validator):
-    """Userinfo and ID tokens name the user by e-mail, as real providers do."""
+class ProviderValidator(CallerValidator):
+    """The product's validator; userinfo and ID tokens name the user by e-mail, as real providers do."""
 
     oidc_claim_scope = None
 

@@ -57,6 +57,7 @@ def _provider_signing_key() -> str:
 
 
 OAUTH2_PROVIDER = {
+    **OAUTH2_PROVIDER,  # noqa: F405  (the product's token generator and validator, as in production)
     "PKCE_REQUIRED": True,
     "ROTATE_REFRESH_TOKEN": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,

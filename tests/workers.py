@@ -1,4 +1,4 @@
-"""Real Celery worker processes for engine tests, on the machine's Redis and the test database."""
+"""Real Celery worker and beat processes for engine tests, on the machine's Redis and the test database."""
 
 from __future__ import annotations
 
@@ -23,15 +23,20 @@ def test_database_url() -> str:
     return f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
 
 
-class WorkerProcess:
-    """``celery worker`` in its own process group; ``kill()`` is kill -9 of all of it."""
+class CeleryProcess:
+    """A ``celery`` command in its own process group; ``kill()`` is kill -9 of all of it."""
 
-    def __init__(self, *, concurrency: int = 2, env: dict[str, str] | None = None, name: str = "tests"):
-        self.concurrency, self.extra_env, self.name = concurrency, env or {}, name
+    ready_marker = ""
+
+    def __init__(self, *, env: dict[str, str] | None = None, name: str = "tests"):
+        self.extra_env, self.name = env or {}, name
         self.process: subprocess.Popen | None = None
         self.output: list[str] = []
 
-    def start(self, timeout: float = 60) -> WorkerProcess:
+    def arguments(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60) -> CeleryProcess:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -41,9 +46,7 @@ class WorkerProcess:
         }
         self.output = []
         self.process = subprocess.Popen(
-            [CELERY, "-A", "project", "worker", "--pool", "prefork", "--concurrency", str(self.concurrency),
-             "--hostname", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle",
-             "--loglevel", "INFO"],
+            [CELERY, "-A", "project", *self.arguments(), "--loglevel", "INFO"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -56,17 +59,17 @@ class WorkerProcess:
         def read():
             for line in self.process.stdout:
                 self.output.append(line)
-                if " ready." in line:
+                if self.ready_marker in line:
                     ready.set()
 
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(timeout):
             self.stop()
-            raise RuntimeError("The Celery worker did not start:\n" + "".join(self.output[-50:]))
+            raise RuntimeError(f"celery {self.arguments()[0]} did not start:\n" + "".join(self.output[-50:]))
         return self
 
     def kill(self) -> None:
-        """kill -9 the worker and its pool children, as a crash or an OOM kill would."""
+        """kill -9 the process and its children, as a crash or an OOM kill would."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
@@ -81,3 +84,32 @@ class WorkerProcess:
 
     def log(self) -> str:
         return "".join(self.output)
+
+
+class WorkerProcess(CeleryProcess):
+    """``celery worker`` (prefork) on the machine's Redis and the test database."""
+
+    ready_marker = " ready."
+
+    def __init__(self, *, concurrency: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.concurrency = concurrency
+
+    def arguments(self) -> list[str]:
+        return [
+            "worker", "--pool", "prefork", "--concurrency", str(self.concurrency),
+            "--hostname", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle",
+        ]
+
+
+class BeatProcess(CeleryProcess):
+    """``celery beat`` with django-celery-beat's database scheduler, as in production."""
+
+    ready_marker = "beat: Starting"
+
+    def __init__(self, *, schedule_file: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.schedule_file = schedule_file
+
+    def arguments(self) -> list[str]:
+        return ["beat", "--schedule", str(self.schedule_file)]

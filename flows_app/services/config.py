@@ -8,8 +8,13 @@
           - {key: me, kind: http_request, method: GET, url: "https://crm.example.com/api/me", secret: crm}
           - {key: reply, kind: respond, status: 200, body: {user: "{{ steps.me.body.name }}"}}
 
+        triggers:
+          - {kind: endpoint, path: whoami, methods: [POST], auth: {kind: jwt, secret: hook-key, scopes: ["orders:write"]}, response: sync}
+          - {kind: schedule, cron: "*/5 * * * *", timezone: Europe/Paris}
+
 A step is its common settings (``key``, ``kind``, ``secret``, ``max_attempts``,
 ``retry_backoff``, ``timeout``, ``on_error``, ``error_step``) beside its kind's own fields.
+A flow without a ``triggers`` key keeps the triggers it has; ``triggers: []`` removes them.
 Flows are applied in file order, after the secrets; ``error_handler`` may name a flow
 defined earlier in the file or already in the database.
 """
@@ -24,10 +29,11 @@ from django.core.validators import validate_slug
 
 from flows_app.models import Flow
 from flows_app.services.flows import FlowSpec, flow_save, flow_steps_check, step_spec_from_data
+from flows_app.services.triggers import triggers_export, triggers_from_data
 from flows_app.steps import STEP_KINDS
 from secrets_app.services.config import Change
 
-FLOW_KEYS = {"name", "description", "enabled", "timeout", "concurrency_limit", "error_handler", "steps"}
+FLOW_KEYS = {"name", "description", "enabled", "timeout", "concurrency_limit", "error_handler", "steps", "triggers"}
 
 
 def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
@@ -58,6 +64,12 @@ def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
                 errors[f"steps[{index}].{name}"] = messages
     if not errors:
         errors.update(flow_steps_check(steps))
+    endpoints = schedules = None
+    if "triggers" in definition:
+        try:
+            endpoints, schedules = triggers_from_data(definition["triggers"])
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
     spec = FlowSpec(
         slug=slug,
         name=str(definition.get("name") or slug),
@@ -67,6 +79,8 @@ def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
         concurrency_limit=definition.get("concurrency_limit", 0),
         error_handler=str(definition.get("error_handler") or ""),
         steps=steps,
+        endpoints=endpoints,
+        schedules=schedules,
     )
     if not isinstance(spec.enabled, bool):
         errors["enabled"] = ["Expected true or false."]
@@ -132,5 +146,8 @@ def flows_export() -> dict[str, Any]:
         if flow.error_handler:
             entry["error_handler"] = flow.error_handler.slug
         entry["steps"] = [_step_export(step) for step in flow.steps.select_related("secret").order_by("position", "id")]
+        triggers = triggers_export(flow)
+        if triggers:
+            entry["triggers"] = triggers
         exported[flow.slug] = entry
     return exported

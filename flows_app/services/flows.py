@@ -10,6 +10,15 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from flows_app.models import STEP_KEY, Flow, Step
+from flows_app.services.triggers import (
+    EndpointSpec,
+    ScheduleSpec,
+    endpoint_spec_of,
+    endpoints_save,
+    schedule_identity,
+    schedules_save,
+    schedules_sync,
+)
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import StepKind
 from secrets_app.models import Secret
@@ -90,6 +99,9 @@ class FlowSpec:
     concurrency_limit: int = 0
     error_handler: str = ""
     steps: list[StepSpec] = field(default_factory=list)
+    #: None: leave the flow's triggers as they are (a file without a ``triggers`` key).
+    endpoints: list[EndpointSpec] | None = None
+    schedules: list[ScheduleSpec] | None = None
 
 
 def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
@@ -121,6 +133,16 @@ def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
     ]
     if current_steps != [step.comparable() for step in spec.steps]:
         changed.append("steps")
+    if spec.endpoints is not None:
+        current_endpoints = {
+            endpoint.path: endpoint_spec_of(endpoint).values() for endpoint in flow.endpoints.select_related("auth_secret")
+        }
+        if current_endpoints != {endpoint.path: endpoint.values() for endpoint in spec.endpoints}:
+            changed.append("endpoints")
+    if spec.schedules is not None:
+        current_schedules = sorted(schedule_identity(schedule) for schedule in flow.schedules.all())
+        if current_schedules != sorted(schedule.identity() for schedule in spec.schedules):
+            changed.append("schedules")
     return changed
 
 
@@ -143,6 +165,12 @@ def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tup
     flow.name, flow.description, flow.enabled = spec.name, spec.description, spec.enabled
     flow.timeout_seconds, flow.concurrency_limit, flow.error_handler = spec.timeout_seconds, spec.concurrency_limit, handler
     flow.save()
+    if spec.endpoints is not None:
+        endpoints_save(flow=flow, specs=spec.endpoints)
+    if spec.schedules is not None:
+        schedules_save(flow=flow, specs=spec.schedules)
+    else:
+        schedules_sync(flow=flow)  # the flow's enabled flag decides whether its schedules fire
     flow.steps.all().delete()
     Step.objects.bulk_create(
         Step(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -13,6 +13,10 @@ from flows_app import engine, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
 from secrets_app.services.audit import audit_record
+
+
+#: How long an idempotency key names its first run (a retried call within it gets that run).
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 class FlowDisabled(Exception):
@@ -26,6 +30,7 @@ def flow_run_start(
     trigger: str = "manual",
     trigger_detail: str = "",
     acting_user=None,
+    endpoint=None,
     idempotency_key: str = "",
     enforce_enabled: bool = True,
 ) -> FlowRun:
@@ -40,10 +45,30 @@ def flow_run_start(
             trigger=trigger,
             trigger_detail=trigger_detail[:200],
             started_by=user,
+            endpoint=endpoint,
             idempotency_key=idempotency_key,
         )
         transaction.on_commit(lambda: engine.enqueue_run(run.pk, 0))
     return run
+
+
+def flow_run_start_once(*, flow: Flow, idempotency_key: str, **start: Any) -> tuple[FlowRun, bool]:
+    """Start a run unless ``idempotency_key`` named one within the window: (run, started).
+
+    Two calls racing with one key meet at the database's unique constraint: one inserts,
+    the other gets that run. A key whose window has passed is released for a new run.
+    """
+    cutoff = timezone.now() - IDEMPOTENCY_WINDOW
+    earlier = FlowRun.objects.filter(flow=flow, idempotency_key=idempotency_key).first()
+    if earlier is not None and earlier.queued_at >= cutoff:
+        return earlier, False
+    if earlier is not None:
+        FlowRun.objects.filter(pk=earlier.pk, queued_at__lt=cutoff).update(idempotency_key="")
+    try:
+        with transaction.atomic():
+            return flow_run_start(flow=flow, idempotency_key=idempotency_key, **start), True
+    except IntegrityError:
+        return FlowRun.objects.get(flow=flow, idempotency_key=idempotency_key), False
 
 
 def flow_run_wait(*, run: FlowRun, timeout: float, for_response: bool = False) -> FlowRun | None:

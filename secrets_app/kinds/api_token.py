@@ -2,7 +2,7 @@
 
 Sent as ``Authorization: Bearer <token>`` or, when a header name is chosen, as
 ``<header>: <token>`` (``X-API-KEY: abc``). Endpoint triggers use it to check an API key
-that a caller presents.
+that a caller presents, or as the shared key of webhook signatures (HMAC of the body).
 """
 
 import hmac
@@ -10,10 +10,10 @@ import hmac
 from django.core.exceptions import ValidationError
 
 from project.declarative import Field
-from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, SecretKind, bearer_auth
+from secrets_app.kinds.base import HEADER_NAME, HeaderAuth, SharedKeyKind, bearer_auth
 
 
-class ApiToken(SecretKind):
+class ApiToken(SharedKeyKind):
     slug = "api_token"
     label = "API token / password"
     description = "A static token or password, sent as a Bearer token or in a header you name."
@@ -46,6 +46,9 @@ class ApiToken(SecretKind):
         if header and header.lower() != "authorization":
             return HeaderAuth({header: self.value("token")})
         return bearer_auth(self.value("token"))
+
+    def shared_key(self) -> bytes:
+        return self.value("token").encode()
 
     def matches(self, presented: str) -> bool:
         """Constant-time check of a token a caller presented."""

@@ -13,6 +13,7 @@ Only modules in this package build authentication headers.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import re
 import time
@@ -251,6 +252,18 @@ class JoseKind(SecretKind):
         from secrets_app import jose
 
         return jose.decrypt(token, self.decryption_key(), algorithm=self.key_management)
+
+
+class SharedKeyKind(SecretKind):
+    """A kind whose secret can key an HMAC: it checks the signature of a webhook body."""
+
+    def shared_key(self) -> bytes:
+        raise NotImplementedError
+
+    def signature_matches(self, message: bytes, presented: bytes, *, digest: str) -> bool:
+        """Constant-time check of ``presented`` against HMAC-``digest`` of ``message``."""
+        expected = hmac.new(self.shared_key(), message, digest).digest()
+        return hmac.compare_digest(expected, presented)
 
 
 def database_fields(

@@ -14,7 +14,7 @@ from jwcrypto import jwk
 
 from project.declarative import Field
 from secrets_app.exceptions import SecretMisconfigured
-from secrets_app.kinds.base import JoseKind
+from secrets_app.kinds.base import JoseKind, SharedKeyKind
 
 MIN_KEY_BYTES = 32
 JWE_KEY_BYTES = 32
@@ -31,7 +31,7 @@ def generate_secret() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(JWE_KEY_BYTES)).decode().rstrip("=")
 
 
-class Hs256(JoseKind):
+class Hs256(JoseKind, SharedKeyKind):
     slug = "hs256"
     label = "HS256 secret"
     description = "A shared key to sign and verify HS256 JWTs and to encrypt JWEs (dir, A256GCM)."
@@ -57,10 +57,13 @@ class Hs256(JoseKind):
         if len(key) < MIN_KEY_BYTES:
             raise ValidationError({"secret": f"The key has {len(key)} bytes; HS256 needs at least {MIN_KEY_BYTES}."})
 
+    def shared_key(self) -> bytes:
+        return _key_bytes(self.value("secret"), self.value("encoding", "text"))
+
     def _key(self) -> jwk.JWK:
         from secrets_app import jose
 
-        return jose.symmetric_key(_key_bytes(self.value("secret"), self.value("encoding", "text")))
+        return jose.symmetric_key(self.shared_key())
 
     def signing_key(self):
         return self._key()
@@ -71,7 +74,7 @@ class Hs256(JoseKind):
         return keyset
 
     def encryption_key(self):
-        key_bytes = _key_bytes(self.value("secret"), self.value("encoding", "text"))
+        key_bytes = self.shared_key()
         if len(key_bytes) != JWE_KEY_BYTES:
             raise SecretMisconfigured(
                 f"Secret {self.name!r}: JWE with dir/A256GCM needs a key of exactly {JWE_KEY_BYTES} bytes; "

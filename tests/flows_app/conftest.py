@@ -1,8 +1,11 @@
+import json
+
 import pytest
 
 from flows_app.models import FlowRun
 from flows_app.services.flows import FlowSpec, flow_save, step_spec_from_data
 from flows_app.services.runs import flow_run_start, flow_run_wait
+from flows_app.services.triggers import endpoint_spec_from_data
 
 
 def make_flow(slug: str, steps: list[dict], **fields):
@@ -35,3 +38,30 @@ def steps_of(run: FlowRun) -> list[tuple[str, str, int]]:
 @pytest.fixture
 def worker(celery_worker, transactional_db):
     return celery_worker
+
+
+def make_endpoint_flow(slug: str, trigger: dict, steps: list[dict] | None = None, **flow_fields):
+    """A flow with one endpoint trigger written as in the ``apply`` file."""
+    steps = steps or [{"key": "echo", "kind": "transform", "value": "{{ trigger }}"}]
+    spec = FlowSpec(
+        slug=slug,
+        name=slug,
+        steps=[step_spec_from_data(step) for step in steps],
+        endpoints=[endpoint_spec_from_data({"kind": "endpoint", **trigger})],
+        **flow_fields,
+    )
+    return flow_save(spec=spec)[0]
+
+
+@pytest.fixture
+def call(client):
+    """``call(path, body=None, headers=None, method="POST", content_type=...)`` -> response."""
+
+    def send(path, body=None, *, headers=None, method="POST", content_type="application/json", query=""):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        extra = {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in (headers or {}).items()}
+        url = f"/hooks/{path}" + (f"?{query}" if query else "")
+        return client.generic(method, url, data=body or "", content_type=content_type, **extra)
+
+    return send

@@ -30,6 +30,8 @@ def flow_post(name, steps):
         "steps-MIN_NUM_FORMS": "0",
         "steps-MAX_NUM_FORMS": "1000",
     }
+    for inline in ("endpoints", "schedules"):  # the trigger inlines, empty
+        data.update({f"{inline}-TOTAL_FORMS": "0", f"{inline}-INITIAL_FORMS": "0", f"{inline}-MIN_NUM_FORMS": "0", f"{inline}-MAX_NUM_FORMS": "1000"})
     for index, step in enumerate(steps):
         prefix = f"steps-{index}-"
         kind = step["kind"]
@@ -184,3 +186,79 @@ def test_a_person_builds_a_two_step_flow_runs_it_and_reads_the_result(worker, li
     assert '"message": "Hello ADA!"' in page.inner_text(".field-output_pretty .readonly")
     steps = page.locator("#step_runs-group tbody tr.has_original, #step_runs-group tbody tr.form-row")
     assert [steps.nth(n).locator(".field-step_key").inner_text() for n in range(steps.count())] == ["shout", "greet"]
+
+
+def endpoint_rows(data, endpoints):
+    """Add endpoint trigger rows (common fields and the chosen authentication's fields) to a POST."""
+    from flows_app.triggers import ENDPOINT_AUTH
+
+    data["endpoints-TOTAL_FORMS"] = str(len(endpoints))
+    for index, endpoint in enumerate(endpoints):
+        prefix = f"endpoints-{index}-"
+        data.update(
+            {
+                f"{prefix}path": endpoint["path"],
+                f"{prefix}enabled": "on",
+                f"{prefix}methods": endpoint.get("methods", "POST"),
+                f"{prefix}auth": endpoint["auth"],
+                f"{prefix}auth_secret": endpoint.get("secret", ""),
+                f"{prefix}response": endpoint.get("response", "async"),
+                f"{prefix}sync_timeout_seconds": "30",
+                f"{prefix}max_body_kb": "1024",
+                f"{prefix}pass_headers": "",
+            }
+        )
+        for mode in ENDPOINT_AUTH.values():
+            for field in mode.fields:
+                value = endpoint.get(field.name, field.form_initial(None)) if mode.slug == endpoint["auth"] else field.form_initial(None)
+                data[f"{prefix}{kind_field_name(mode.slug, field.name)}"] = "" if value is None else value
+    return data
+
+
+def test_an_endpoint_trigger_is_saved_with_its_authentication_fields(admin_client):
+    secret = secret_create(name="hook-key", kind="hs256", data={"secret": "k" * 40})
+    data = flow_post("orders", [{"key": "x", "kind": "transform", "value": 1}])
+    endpoint_rows(data, [{"path": "orders", "auth": "jwt", "secret": str(secret.pk), "scopes": "orders:write, orders:read", "issuer": "https://idp.example.com"}])
+    response = admin_client.post(ADD, data)
+    assert response.status_code == 302, form_errors(response)
+    endpoint = Flow.objects.get(slug="orders").endpoints.get()
+    assert endpoint.auth_config == {"issuer": "https://idp.example.com", "scopes": ["orders:write", "orders:read"]}
+    listing = admin_client.get(reverse("admin:flows_app_flow_changelist")).content.decode()
+    assert "/hooks/orders" in listing and "(open access)" not in listing
+
+
+def test_endpoint_errors_name_the_endpoint_and_field(admin_client):
+    secret = secret_create(name="partner", kind="basic_auth", data={"username": "p", "password": "pw-123456"})
+    data = flow_post("bad-hooks", [{"key": "x", "kind": "transform", "value": 1}])
+    endpoint_rows(
+        data,
+        [
+            {"path": "a", "auth": "jwt", "secret": str(secret.pk)},
+            {"path": "b", "auth": "signature", "secret": "", "scheme": "generic", "header": ""},
+            {"path": "c", "auth": "open", "methods": "FETCH"},
+        ],
+    )
+    errors = form_errors(admin_client.post(ADD, data))
+    assert "auth_secret: Endpoint '/hooks/a': Secret 'partner' is of kind 'basic_auth'; JWT bearer token takes: hs256, rs256." in errors
+    assert "auth_secret: Endpoint '/hooks/b': HMAC signature of the body needs a secret (api_token, hs256)." in errors
+    assert "signature__header: Endpoint '/hooks/b', Header (generic): Name the header that carries the signature." in errors
+    assert any(error.startswith("methods: Use one or more of") for error in errors)
+    assert not Flow.objects.exists()
+
+
+def test_schedules_are_saved_with_their_beat_entry_and_show_the_next_run(admin_client):
+    from django_celery_beat.models import PeriodicTask
+
+    data = flow_post("nightly", [{"key": "x", "kind": "transform", "value": 1}])
+    data.update({"schedules-TOTAL_FORMS": "1", "schedules-0-enabled": "on", "schedules-0-cron": "30 2 * * *", "schedules-0-interval_seconds": "", "schedules-0-timezone": "Europe/Paris", "schedules-0-input": "{}"})
+    response = admin_client.post(ADD, data)
+    assert response.status_code == 302, form_errors(response)
+    flow = Flow.objects.get(slug="nightly")
+    entry = PeriodicTask.objects.get(pk=flow.schedules.get().periodic_task_id)
+    assert entry.enabled and entry.crontab.minute == "30" and str(entry.crontab.timezone) == "Europe/Paris"
+    page = admin_client.get(reverse("admin:flows_app_flow_change", args=[flow.pk])).content.decode()
+    assert '<time class="next-run">' in page
+
+    data["schedules-0-cron"] = "61 * * * *"
+    errors = form_errors(admin_client.post(ADD.replace("nightly", "x"), {**data, "slug": "other", "name": "other"}))
+    assert any(error.startswith("cron: Schedule: Not a valid cron expression") for error in errors)

@@ -1,0 +1,103 @@
+"""What an endpoint trigger's authentication mode is.
+
+A mode is a small class: it declares its configuration ``fields`` and the secret kinds it
+checks against, and answers one question for a request: who is calling, if anyone with
+the key? ``authenticate()`` returns the ``Caller`` or raises ``Unauthenticated`` (401) or
+``Forbidden`` (403, a valid JWT without a required scope). Each carries the
+``WWW-Authenticate`` challenge of its scheme and nothing else: a caller never learns which
+check failed beyond RFC 6750's error codes.
+
+Checking a presented credential is the secret kind's job (``matches``,
+``signature_matches``, ``verify_jws``): modes only find the credential in the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.core.exceptions import ValidationError
+
+from project.declarative import Field, clean_fields
+
+if TYPE_CHECKING:
+    from secrets_app.models import Secret
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """The parts of an HTTP request that authentication and the flow's input use."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]  # case-insensitive (Django's request.headers)
+    query: Mapping[str, list[str]]
+    body: bytes
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called: ``subject`` names them (a user name, a JWT's ``sub``), ``claims`` of a JWT."""
+
+    mode: str
+    subject: str = ""
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    def as_input(self) -> dict[str, Any]:
+        return {"auth": self.mode, "subject": self.subject, "claims": self.claims}
+
+
+class Unauthenticated(Exception):
+    def __init__(self, challenge: str):
+        self.challenge = challenge
+        super().__init__(challenge)
+
+
+class Forbidden(Exception):
+    def __init__(self, challenge: str):
+        self.challenge = challenge
+        super().__init__(challenge)
+
+
+REALM = 'realm="flowgate"'
+
+
+class EndpointAuth:
+    slug: ClassVar[str]
+    label: ClassVar[str]
+    description: ClassVar[str] = ""
+    fields: ClassVar[tuple[Field, ...]] = ()
+    #: Secret kinds this mode checks against; empty: it takes no secret.
+    secret_kinds: ClassVar[tuple[str, ...]] = ()
+    #: The challenge sent with a 401.
+    challenge: ClassVar[str] = ""
+    do_not_call_in_templates = True
+
+    @classmethod
+    def field(cls, name: str) -> Field:
+        return next(item for item in cls.fields if item.name == name)
+
+    @classmethod
+    def clean_config(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        config, errors = clean_fields(cls.fields, data, owner=f"authentication {cls.slug!r}")
+        if not errors:
+            try:
+                cls.validate(config)
+            except ValidationError as exc:
+                for name, messages in exc.message_dict.items():
+                    errors.setdefault(name, []).extend(messages)
+        if errors:
+            raise ValidationError(errors)
+        return config
+
+    @classmethod
+    def validate(cls, config: dict[str, Any]) -> None:
+        """Cross-field checks. Raise ValidationError({field: message})."""
+
+    def authenticate(self, request: IncomingRequest, *, config: dict[str, Any], secret: Secret | None) -> Caller:
+        raise NotImplementedError
+
+    def refuse(self) -> Unauthenticated:
+        return Unauthenticated(self.challenge)

@@ -1,0 +1,17 @@
+"""gunicorn's settings for Flowgate (``gunicorn -c project/gunicorn.conf.py project.wsgi``).
+
+Threads, not only processes: a synchronous endpoint trigger holds its request while the
+flow runs (up to its timeout), and a thread waiting on Redis costs little, where a
+process per waiting caller would run out fast.
+"""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("FLOWGATE_WEB_THREADS", "8"))
+timeout = 330  # longer than the longest synchronous endpoint timeout (300 s)
+keepalive = 5
+# Body limits are the endpoint triggers' own (413 with the limit in the answer).
+limit_request_line = 8190

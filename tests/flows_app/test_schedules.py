@@ -1,0 +1,46 @@
+"""Schedules fire through a real beat process and a real worker."""
+
+import time
+
+import pytest
+
+from flows_app.models import FlowRun
+from flows_app.services.flows import FlowSpec, flow_save, step_spec_from_data
+from flows_app.services.triggers import ScheduleSpec
+from tests.workers import BeatProcess
+
+pytestmark = pytest.mark.worker
+
+
+def ticker(enabled=True):
+    spec = FlowSpec(
+        slug="ticker",
+        name="Ticker",
+        enabled=enabled,
+        steps=[step_spec_from_data({"key": "tick", "kind": "transform", "value": "{{ trigger.n }}"})],
+        schedules=[ScheduleSpec(interval_seconds=1, input={"n": 7})],
+    )
+    return flow_save(spec=spec)[0]
+
+
+def scheduled_runs():
+    return FlowRun.objects.filter(flow__slug="ticker", trigger="schedule")
+
+
+def test_beat_fires_a_schedule_and_stops_when_the_flow_is_disabled(worker, tmp_path):
+    ticker()
+    beat = BeatProcess(schedule_file=tmp_path / "beat-schedule").start()
+    try:
+        deadline = time.monotonic() + 40
+        while scheduled_runs().filter(status="succeeded").count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert scheduled_runs().filter(status="succeeded").count() >= 2, beat.log()[-3000:]
+        assert scheduled_runs().first().output == 7
+
+        ticker(enabled=False)
+        time.sleep(7)  # beat notices changed entries within its 5-second loop
+        settled = scheduled_runs().count()
+        time.sleep(4)
+        assert scheduled_runs().count() == settled
+    finally:
+        beat.stop()
