@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_migrate
+from django.db.models.signals import post_delete, post_migrate, post_save
 
 
 class FlowsAppConfig(AppConfig):
@@ -8,7 +8,8 @@ class FlowsAppConfig(AppConfig):
 
     def ready(self):
         from flows_app import tasks  # noqa: F401  (connects the worker_ready recovery)
-        from flows_app.models import ScheduleTrigger
+        from flows_app.models import EndpointTrigger, Flow, ScheduleTrigger
+        from flows_app.selectors import endpoint_cache_clear
         from flows_app.schedules import periodic_tasks_ensure
         from flows_app.services.triggers import schedule_beat_entry_delete
 
@@ -21,3 +22,8 @@ class FlowsAppConfig(AppConfig):
             weak=False,
             dispatch_uid="flows_app.schedule_beat_entry_delete",
         )
+        # What /hooks/ has cached in this process is stale once an endpoint, its flow or a
+        # secret changes (other processes' caches expire within a second).
+        for model in (EndpointTrigger, Flow, "secrets_app.Secret"):
+            post_save.connect(endpoint_cache_clear, sender=model, dispatch_uid=f"endpoint_cache_clear.save.{model}")
+            post_delete.connect(endpoint_cache_clear, sender=model, dispatch_uid=f"endpoint_cache_clear.delete.{model}")

@@ -167,34 +167,21 @@ class Engine:
                 lease_check=False,
             )
             return None
-        with transaction.atomic():
-            limit = run.flow.concurrency_limit
-            if limit:
+        lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
+        if run.flow.concurrency_limit:
+            with transaction.atomic():
                 Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
                 running = (
                     FlowRun.objects.filter(flow_id=run.flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
                     .exclude(pk=run.pk)
                     .count()
                 )
-                if running >= limit:
+                if running >= run.flow.concurrency_limit:
                     transaction.on_commit(lambda: enqueue_run(run.pk, 2 + random.random() * 2))
                     return None
-            lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
-            claimed = (
-                FlowRun.objects.filter(pk=run_id)
-                .filter(
-                    Q(status__in=[FlowRun.Status.QUEUED, FlowRun.Status.WAITING])
-                    | Q(status=FlowRun.Status.RUNNING, lease_expires_at__lt=now)
-                )
-                .update(
-                    status=FlowRun.Status.RUNNING,
-                    lease_owner=self.owner,
-                    lease_expires_at=lease,
-                    pickups=F("pickups") + 1,
-                    started_at=Coalesce("started_at", now),
-                    not_before=None,
-                )
-            )
+                claimed = self._take(run_id, now, lease)
+        else:
+            claimed = self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
         if not claimed:
             return None
         # What the UPDATE wrote, without reading the row again (a query on every run).
@@ -202,6 +189,24 @@ class Engine:
         run.pickups += 1
         run.started_at = run.started_at or now
         return run
+
+    def _take(self, run_id: int, now: datetime, lease: datetime) -> int:
+        """The compare-and-set that gives this worker the run: 1 if it did, 0 if not."""
+        return (
+            FlowRun.objects.filter(pk=run_id)
+            .filter(
+                Q(status__in=[FlowRun.Status.QUEUED, FlowRun.Status.WAITING])
+                | Q(status=FlowRun.Status.RUNNING, lease_expires_at__lt=now)
+            )
+            .update(
+                status=FlowRun.Status.RUNNING,
+                lease_owner=self.owner,
+                lease_expires_at=lease,
+                pickups=F("pickups") + 1,
+                started_at=Coalesce("started_at", now),
+                not_before=None,
+            )
+        )
 
     # -- running --------------------------------------------------------------------
 
@@ -252,7 +257,10 @@ class Engine:
                 record.output = redacted
                 record.error = redactor.text(record.error)
                 record.logs = redactor.text(record.logs)
-            StepRun.objects.bulk_create(pending)
+            if len(pending) == 1:
+                pending[0].save()  # one INSERT that commits on its own; bulk_create opens a transaction
+            else:
+                StepRun.objects.bulk_create(pending)
             pending.clear()
 
         def finish(status: str, error: str = "") -> Any:
@@ -398,25 +406,24 @@ class Engine:
         target = FlowRun.objects.filter(pk=run.pk)
         target = target.filter(lease_owner=self.owner) if lease_check else target.exclude(status__in=FlowRun.FINISHED)
         started = run.started_at or now
-        with transaction.atomic():
-            done = target.update(
-                status=status,
-                output=output,
-                error=error,
-                finished_at=now,
-                duration_ms=int((now - started).total_seconds() * 1000),
-                lease_owner="",
-                lease_expires_at=None,
-            )
-            if not done:
-                return
-            run.status, run.output, run.error = status, output, error
-            flow = run.flow
-            if flow.concurrency_limit or (status == FlowRun.Status.FAILED and flow.error_handler_id):
-                from flows_app.services.runs import flow_run_after_finish
-
-                transaction.on_commit(lambda: flow_run_after_finish(run_id=run.pk))
+        done = target.update(
+            status=status,
+            output=output,
+            error=error,
+            finished_at=now,
+            duration_ms=int((now - started).total_seconds() * 1000),
+            lease_owner="",
+            lease_expires_at=None,
+        )
+        if not done:
+            return
+        run.status, run.output, run.error = status, output, error
         notify.publish(run.pk)
+        flow = run.flow
+        if flow.concurrency_limit or (status == FlowRun.Status.FAILED and flow.error_handler_id):
+            from flows_app.services.runs import flow_run_after_finish
+
+            transaction.on_commit(lambda: flow_run_after_finish(run_id=run.pk))
 
     # -- called flows ---------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from django.forms.models import BaseInlineFormSet
 
 from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step
 from flows_app.services.flows import StepSpec, flow_steps_check, step_permission_check, step_secret_check
-from flows_app.services.triggers import endpoint_auth_clean, endpoint_methods_clean, schedule_clean
+from flows_app.services.triggers import endpoint_auth_clean, endpoint_headers_check, endpoint_methods_clean, schedule_clean
 from flows_app.steps import STEP_KINDS
 from flows_app.triggers import ENDPOINT_AUTH
 
@@ -210,6 +210,8 @@ class EndpointTriggerForm(KindConfigForm):
             return cleaned
         try:
             self.config = endpoint_auth_clean(auth=mode.slug, secret=cleaned.get("auth_secret"), config=data)
+            headers = [header.strip() for header in cleaned.get("pass_headers", "").split(",") if header.strip()]
+            endpoint_headers_check(headers, auth=mode.slug, config=self.config)
         except ValidationError as exc:
             self.add_errors(ValidationError({"auth_secret" if name == "secret" else name: messages for name, messages in exc.message_dict.items()}), mode)
         return cleaned

@@ -11,6 +11,7 @@ leeway; ``iss`` and ``aud`` compared exactly; scopes from ``scope`` or ``scp``.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -186,6 +187,13 @@ def rsa_key_from_pem(pem: str, *, private: bool) -> jwk.JWK:
         raise ValueError(f"The RSA key has {loaded.key_size} bits; at least {MIN_RSA_BITS} are required.")
     key = jwk.JWK.from_pyca(loaded)
     return key
+
+
+@functools.lru_cache(maxsize=256)
+def public_key(pem: str) -> jwk.JWK:
+    """The RSA public key of ``pem`` with its ``kid``, parsed once per process (verifying
+    a token on every request must not parse PEM every time). Do not modify the result."""
+    return with_key_id(rsa_key_from_pem(pem, private=False))
 
 
 def with_key_id(key: jwk.JWK) -> jwk.JWK:

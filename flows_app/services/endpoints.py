@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 
 from flows_app.models import EndpointTrigger, FlowRun
+from flows_app.selectors import endpoint_get
 from flows_app.services.runs import flow_run_start, flow_run_start_once, flow_run_wait
 from flows_app.triggers import ENDPOINT_AUTH
 from flows_app.triggers.base import Caller, Forbidden, IncomingRequest, Unauthenticated
@@ -65,7 +66,7 @@ class IncomingCall:
 
 
 def _trigger(path: str) -> EndpointTrigger:
-    trigger = EndpointTrigger.objects.select_related("flow", "auth_secret").filter(path=path).first()
+    trigger = endpoint_get(path)
     if trigger is None or not trigger.enabled or not trigger.flow.enabled:
         raise _error(404, "not_found")
     return trigger

@@ -38,17 +38,17 @@ def flow_run_start(
     if enforce_enabled and not flow.enabled:
         raise FlowDisabled(f"Flow {flow.slug!r} is disabled.")
     user = acting_user if getattr(acting_user, "is_authenticated", False) else None
-    with transaction.atomic():
-        run = FlowRun.objects.create(
-            flow=flow,
-            input=input if input is not None else {},
-            trigger=trigger,
-            trigger_detail=trigger_detail[:200],
-            started_by=user,
-            endpoint=endpoint,
-            idempotency_key=idempotency_key,
-        )
-        transaction.on_commit(lambda: engine.enqueue_run(run.pk, 0))
+    run = FlowRun.objects.create(
+        flow=flow,
+        input=input if input is not None else {},
+        trigger=trigger,
+        trigger_detail=trigger_detail[:200],
+        started_by=user,
+        endpoint=endpoint,
+        idempotency_key=idempotency_key,
+    )
+    # At once when the INSERT committed on its own; after the caller's transaction otherwise.
+    transaction.on_commit(lambda: engine.enqueue_run(run.pk, 0))
     return run
 
 

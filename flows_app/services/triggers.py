@@ -69,6 +69,24 @@ def endpoint_auth_clean(*, auth: Any, secret: Secret | None, config: Mapping[str
     return cleaned
 
 
+#: Headers that carry credentials: a flow never sees them, so they never reach a stored run.
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
+
+
+def endpoint_headers_check(headers: Iterable[str], *, auth: str, config: Mapping[str, Any]) -> None:
+    """Refuse passing the caller's credentials to the flow (they would be stored in its runs)."""
+    private = {*CREDENTIAL_HEADERS}
+    if auth == "api_key":
+        private.add(str(config.get("header", "")).lower())
+    if auth == "signature":
+        private.update({"x-hub-signature-256", "stripe-signature", "x-slack-signature", str(config.get("header", "")).lower()})
+    refused = [header for header in headers if header.lower() in private]
+    if refused:
+        raise ValidationError(
+            {"pass_headers": f"{', '.join(refused)} carries the caller's credentials; the flow cannot receive it."}
+        )
+
+
 @dataclass
 class EndpointSpec:
     path: str
@@ -348,6 +366,11 @@ def endpoint_spec_from_data(data: Mapping[str, Any], *, secrets: Mapping[str, Se
     headers = data.get("headers", [])
     if not isinstance(headers, list) or not all(isinstance(header, str) and header for header in headers):
         errors["headers"] = ["Expected a list of header names."]
+    elif not errors:
+        try:
+            endpoint_headers_check(headers, auth=auth_kind, config=config)
+        except ValidationError as exc:
+            errors["headers"] = exc.message_dict["pass_headers"]
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         errors["enabled"] = ["Expected true or false."]

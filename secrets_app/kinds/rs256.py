@@ -110,7 +110,7 @@ class Rs256(JoseKind):
         pem = self.value("public_key")
         if not pem:
             raise self.refuse("it holds no key, only a JWKS URL")
-        return jose.with_key_id(jose.rsa_key_from_pem(pem, private=False))
+        return jose.public_key(pem)
 
     def signing_key(self):
         from secrets_app import jose

@@ -29,10 +29,15 @@ def partner_hook(db):
 class TestRefusals:
     def test_unknown_paths_disabled_triggers_and_disabled_flows_all_look_the_same(self, call, partner_hook):
         unknown = call("nowhere", {}, headers=BASIC)
-        EndpointTrigger.objects.update(enabled=False)
+        endpoint = EndpointTrigger.objects.get()
+        endpoint.enabled = False
+        endpoint.save()  # takes effect at once in this process (and within a second in others)
         disabled = call(partner_hook, {}, headers=BASIC)
-        EndpointTrigger.objects.update(enabled=True)
-        Flow.objects.update(enabled=False)
+        endpoint.enabled = True
+        endpoint.save()
+        flow = Flow.objects.get()
+        flow.enabled = False
+        flow.save()
         flow_off = call(partner_hook, {}, headers=BASIC)
         for response in (unknown, disabled, flow_off):
             assert response.status_code == 404 and response.json() == {"error": "not_found"}

@@ -32,6 +32,7 @@ flows:
 def secrets():
     secret_create(name="hook-key", kind="hs256", data={"secret": "k" * 40})
     secret_create(name="partner", kind="basic_auth", data={"username": "p", "password": "pw-123456"})
+    secret_create(name="partner-key", kind="api_token", data={"token": "key-123456"})
 
 
 def apply(text):
@@ -102,6 +103,12 @@ def test_deleting_a_flow_deletes_its_beat_entries(secrets):
         ("{kind: endpoint, path: x, methods: [FETCH], auth: {kind: open}}", "triggers[0].methods", "Use one or more of"),
         ("{kind: endpoint, path: x, auth: {kind: signature, secret: hook-key, scheme: generic}}", "triggers[0].auth.header", "Name the header"),
         ("{kind: webhook}", "triggers[0].kind", "A trigger is"),
+        ("{kind: endpoint, path: x, auth: {kind: open}, headers: [Authorization]}", "triggers[0].headers", "carries the caller's credentials"),
+        (
+            "{kind: endpoint, path: x, auth: {kind: api_key, secret: partner-key, header: X-Partner-Key}, headers: [x-partner-key]}",
+            "triggers[0].headers",
+            "x-partner-key carries the caller's credentials",
+        ),
     ],
 )
 def test_bad_triggers_are_refused_naming_the_place_and_nothing_is_saved(secrets, trigger, path, message):
