@@ -21,8 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,22 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import harness  # noqa: E402
 
 LUA = Path(__file__).with_name("post.lua")
-
-
-class _Api(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = 65536  # headers and body leave in one segment (no Nagle / delayed-ACK stall)
-
-    def do_GET(self):
-        body = b'{"name": "Ada"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 def wrk(url: str, *, connections: int, seconds: int, token: str) -> dict[str, float]:
@@ -81,15 +63,15 @@ def main() -> None:
     harness.setup_django()
 
     from flows_app.models import Flow, FlowRun
-    from flows_app.services.flows import FlowSpec, flow_save, step_spec_from_data
+    from flows_app.services.flows import flow_save, step_spec_from_data
+    from flows_app.services.specs import FlowSpec
     from flows_app.services.triggers import endpoint_spec_from_data
+    from project.celery import app
     from secrets_app.api import Vault
     from secrets_app.models import Secret
     from secrets_app.services.secrets import secret_create
-    from project.celery import app
 
-    api = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
+    api = harness.LocalApi(b'{"name": "Ada"}')
 
     if not Secret.objects.filter(name="bench-signer").exists():
         secret_create(name="bench-signer", kind="rs256", data={"generate": True})
@@ -109,7 +91,7 @@ def main() -> None:
     flow(
         "bench-sync",
         [
-            {"key": "me", "kind": "http_request", "url": f"http://127.0.0.1:{api.server_address[1]}/me"},
+            {"key": "me", "kind": "http_request", "url": f"{api.url}/me"},
             {"key": "reply", "kind": "respond", "body": {"name": "{{ steps.me.body.name }}"}},
         ],
         {"response": "sync"},
@@ -128,7 +110,7 @@ def main() -> None:
             wrk(f"{base}/hooks/bench-sync", connections=1, seconds=2, token=token)
             results["sync-1"] = wrk(f"{base}/hooks/bench-sync", connections=1, seconds=options.seconds, token=token)
             results["sync-8"] = wrk(f"{base}/hooks/bench-sync", connections=8, seconds=options.seconds, token=token)
-    api.shutdown()
+    api.stop()
 
     ratio = results["ingest"]["rps"] / results["bare"]["rps"]
     print(f"bare Django view (200):        {results['bare']['rps']:8.0f} requests/s")

@@ -18,29 +18,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import harness  # noqa: E402
-
-
-class _Api(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = 65536  # headers and body leave in one segment (no Nagle / delayed-ACK stall)
-
-    def do_GET(self):
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 def main() -> None:
@@ -52,22 +34,26 @@ def main() -> None:
     import requests
 
     from flows_app.models import Flow
-    from flows_app.services.flows import FlowSpec, flow_save, step_spec_from_data
+    from flows_app.services.flows import flow_save, step_spec_from_data
     from flows_app.services.runs import flow_run_start, flow_run_wait
+    from flows_app.services.specs import FlowSpec
     from project.celery import app
 
-    api = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    api_url = f"http://127.0.0.1:{api.server_address[1]}/ping"
+    api = harness.LocalApi(b'{"ok": true}')
+    api_url = f"{api.url}/ping"
 
     def flow(slug: str, steps: list[dict]) -> Flow:
         spec = FlowSpec(slug=slug, name=slug, steps=[step_spec_from_data(step) for step in steps])
         return flow_save(spec=spec)[0]
 
-    transforms = lambda count: [  # noqa: E731
-        {"key": f"s{n}", "kind": "transform", "value": {"n": n, "previous": "{{ steps.s%d.n if %d else 0 }}" % (max(n - 1, 0), n)}}
-        for n in range(count)
-    ]
+    def transforms(count: int) -> list[dict]:
+        """A chain in which every step reads the output of the one before it."""
+        first = {"key": "s0", "kind": "transform", "value": {"n": 0}}
+        rest = [
+            {"key": f"s{n}", "kind": "transform", "value": {"n": n, "previous": f"{{{{ steps.s{n - 1}.n }}}}"}}
+            for n in range(1, count)
+        ]
+        return [first, *rest]
     cases = {
         "1 transform step": flow("bench-transform-1", transforms(1)),
         "20 transform steps": flow("bench-transform-20", transforms(20)),
@@ -92,7 +78,7 @@ def main() -> None:
         for name, target in cases.items():
             harness.timed(lambda target=target: run_once(target), 5)
             results[name] = harness.timed(lambda target=target: run_once(target), options.runs)
-    api.shutdown()
+    api.stop()
 
     bare, request = statistics.median(baseline), statistics.median(direct)
     median = {name: statistics.median(samples) for name, samples in results.items()}

@@ -12,18 +12,19 @@ with the ratios that the README's targets are stated in.
 from __future__ import annotations
 
 import os
-import secrets
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+from tests.workers import ChildProcess, WorkerProcess  # noqa: E402  (the same child processes as the tests)
 
 ENVIRONMENT = {
     "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -46,7 +47,6 @@ def setup_django() -> None:
     """Point this process at the benchmark database and broker, create and migrate it."""
     os.environ.update(ENVIRONMENT)
     _create_database(ENVIRONMENT["DATABASE_URL"])
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -65,83 +65,47 @@ def _create_database(url: str) -> None:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-class Process:
-    """A child process in its own process group, stopped with everything it started."""
-
-    def __init__(self, name: str, argv: list[str], ready: str, env: dict[str, str] | None = None):
-        self.name, self.argv, self.ready_text = name, argv, ready
-        self.env = {**os.environ, **ENVIRONMENT, **(env or {})}
-        self.output: list[str] = []
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> Process:
-        self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )
-        ready = threading.Event()
-
-        def read():
-            for line in self.process.stdout:
-                self.output.append(line)
-                if self.ready_text and self.ready_text in line:
-                    ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if getattr(self, "ready_url", None):
-            self._wait_for_http()
-        elif not ready.wait(60):
-            self.__exit__()
-            raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.output[-40:]))
-        return self
-
-    def waiting_for_http(self, url: str) -> Process:
-        """Ready once ``url`` answers (for servers that print nothing when ready)."""
-        self.ready_url = url
-        return self
-
-    def _wait_for_http(self) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.ready_url, timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"{self.name} did not answer at {self.ready_url}:\n" + "".join(self.output[-40:]))
-
-    def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def worker(concurrency: int = 2) -> Process:
-    return Process(
-        "celery worker",
-        [str(BIN / "celery"), "-A", "project", "worker", "--pool", "prefork", "--concurrency", str(concurrency),
-         "--include", "bench.tasks", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-         "--hostname", f"bench-{secrets.token_hex(4)}@%h"],
-        ready=" ready.",
+def worker(concurrency: int = 2) -> WorkerProcess:
+    return WorkerProcess(
+        concurrency=concurrency, base_env={**os.environ, **ENVIRONMENT}, name="bench", include=["bench.tasks"]
     )
 
 
-def gunicorn(port: int) -> Process:
+def gunicorn(port: int) -> ChildProcess:
     """The product's gunicorn settings (project/gunicorn.conf.py: 2 workers, threads)."""
-    return Process(
-        "gunicorn",
+    return ChildProcess(
         [str(BIN / "gunicorn"), "-c", str(ROOT / "project" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
          "--log-level", "warning", "project.wsgi"],
-        ready="",
-        env={"DJANGO_SETTINGS_MODULE": "bench.settings"},
-    ).waiting_for_http(f"http://127.0.0.1:{port}/bench/bare")
+        env={**os.environ, **ENVIRONMENT, "DJANGO_SETTINGS_MODULE": "bench.settings"},
+        name="gunicorn",
+        ready_url=f"http://127.0.0.1:{port}/bench/bare",
+    )
+
+
+class LocalApi:
+    """A threaded HTTP server on loopback answering every GET with ``body`` (JSON)."""
+
+    def __init__(self, body: bytes):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            wbufsize = 65536  # headers and body leave in one segment (no Nagle / delayed-ACK stall)
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
 
 
 def free_port() -> int:

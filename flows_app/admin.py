@@ -15,7 +15,6 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-
 from oauth2_provider.admin import ApplicationAdmin
 from oauth2_provider.models import get_application_model
 
@@ -184,21 +183,14 @@ class FlowAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/flows_app/flow/run.html", context)
 
 
-class StepRunInline(admin.TabularInline):
-    model = StepRun
-    extra = 0
-    can_delete = False
-    fields = ("step_key", "step_kind", "status_label", "attempt", "duration_ms", "input_pretty", "output_pretty", "error_text", "logs_text")
-    readonly_fields = fields
-    ordering = ["id"]
+def preformatted(text: str):
+    return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', text) if text else "-"
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+class RunRecordDisplay:
+    """How a run and its step runs show status, data and errors (read-only)."""
 
-    @admin.display(description="Status")
+    @admin.display(description="Status", ordering="status")
     def status_label(self, obj):
         return status_badge(obj.status, obj.get_status_display())
 
@@ -212,15 +204,30 @@ class StepRunInline(admin.TabularInline):
 
     @admin.display(description="Error")
     def error_text(self, obj):
-        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.error) if obj.error else "-"
+        return preformatted(obj.error)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class StepRunInline(RunRecordDisplay, admin.TabularInline):
+    model = StepRun
+    extra = 0
+    can_delete = False
+    fields = ("step_key", "step_kind", "status_label", "attempt", "duration_ms", "input_pretty", "output_pretty", "error_text", "logs_text")
+    readonly_fields = fields
+    ordering = ["id"]
 
     @admin.display(description="Logs")
     def logs_text(self, obj):
-        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.logs) if obj.logs else "-"
+        return preformatted(obj.logs)
 
 
 @admin.register(FlowRun)
-class FlowRunAdmin(admin.ModelAdmin):
+class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
     list_display = ("run_id", "flow", "status_label", "trigger", "queued_at", "duration", "error_excerpt")
     list_filter = ("status", "trigger", "flow")
     date_hierarchy = "queued_at"
@@ -249,19 +256,9 @@ class FlowRunAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="Run", ordering="id")
     def run_id(self, obj):
         return f"#{obj.pk}"
-
-    @admin.display(description="Status", ordering="status")
-    def status_label(self, obj):
-        return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="Duration")
     def duration(self, obj):
@@ -270,18 +267,6 @@ class FlowRunAdmin(admin.ModelAdmin):
     @admin.display(description="Error")
     def error_excerpt(self, obj):
         return (obj.error[:120] + "…") if len(obj.error) > 120 else obj.error or "-"
-
-    @admin.display(description="Error")
-    def error_text(self, obj):
-        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', obj.error) if obj.error else "-"
-
-    @admin.display(description="Input")
-    def input_pretty(self, obj):
-        return pretty_json(obj.input)
-
-    @admin.display(description="Output")
-    def output_pretty(self, obj):
-        return pretty_json(obj.output)
 
     @admin.display(description="Response")
     def response_pretty(self, obj):

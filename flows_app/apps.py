@@ -9,8 +9,8 @@ class FlowsAppConfig(AppConfig):
     def ready(self):
         from flows_app import tasks  # noqa: F401  (connects the worker_ready recovery)
         from flows_app.models import EndpointTrigger, Flow, ScheduleTrigger
-        from flows_app.selectors import endpoint_cache_clear
         from flows_app.schedules import periodic_tasks_ensure
+        from flows_app.selectors import endpoint_cache_clear
         from flows_app.services.triggers import schedule_beat_entry_delete
 
         post_migrate.connect(periodic_tasks_ensure, sender=self)

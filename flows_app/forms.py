@@ -18,8 +18,14 @@ from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
 from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step
-from flows_app.services.flows import StepSpec, flow_steps_check, step_permission_check, step_secret_check
-from flows_app.services.triggers import endpoint_auth_clean, endpoint_headers_check, endpoint_methods_clean, schedule_clean
+from flows_app.services.flows import flow_steps_check, step_permission_check, step_secret_check
+from flows_app.services.specs import StepSpec
+from flows_app.services.triggers import (
+    endpoint_auth_clean,
+    endpoint_headers_check,
+    endpoint_methods_clean,
+    schedule_clean,
+)
 from flows_app.steps import STEP_KINDS
 from flows_app.triggers import ENDPOINT_AUTH
 

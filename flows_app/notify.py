@@ -52,24 +52,28 @@ def wait(run_id: int, *, ready: Callable[[FlowRun], bool], timeout: float) -> Fl
     deadline = time.monotonic() + timeout
     client = _client()
     if client is None:
-        return _poll(run_id, ready, deadline)
+        return _read_until(run_id, ready, deadline, _growing_pause())
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(channel(run_id))  # before the first read: no wake-up can be missed
-        while True:
-            run = FlowRun.objects.get(pk=run_id)
-            if ready(run):
-                return run
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            pubsub.get_message(timeout=min(remaining, 1.0))
+        return _read_until(run_id, ready, deadline, lambda remaining: pubsub.get_message(timeout=min(remaining, 1.0)))
     finally:
         pubsub.close()
 
 
-def _poll(run_id: int, ready: Callable[[FlowRun], bool], deadline: float) -> FlowRun | None:
+def _growing_pause() -> Callable[[float], None]:
     pause = 0.01
+
+    def sleep(remaining: float) -> None:
+        nonlocal pause
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 1.5, 0.25)
+
+    return sleep
+
+
+def _read_until(run_id: int, ready: Callable[[FlowRun], bool], deadline: float, pause: Callable[[float], None]) -> FlowRun | None:
+    """Read the run until it is ready, pausing between reads (a wake-up or a sleep)."""
     while True:
         run = FlowRun.objects.get(pk=run_id)
         if ready(run):
@@ -77,5 +81,4 @@ def _poll(run_id: int, ready: Callable[[FlowRun], bool], deadline: float) -> Flo
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        time.sleep(min(pause, remaining))
-        pause = min(pause * 1.5, 0.25)
+        pause(remaining)

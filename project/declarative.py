@@ -266,3 +266,27 @@ def clean_fields(
         except ValidationError as exc:
             errors.setdefault(field.name, []).extend(exc.messages)
     return values, errors
+
+
+def clean_config(
+    fields: tuple[Field, ...],
+    data: Mapping[str, Any],
+    *,
+    owner: str,
+    validate: Callable[[dict[str, Any]], None],
+    check: Callable[[dict[str, Any]], dict[str, list[str]]] = lambda config: {},
+) -> dict[str, Any]:
+    """``clean_fields``, then ``check`` (more errors by field), then the kind's cross-field
+    ``validate`` once every field is valid; raises one ValidationError with all of them."""
+    config, errors = clean_fields(fields, data, owner=owner)
+    for name, messages in check(config).items():
+        errors.setdefault(name, []).extend(messages)
+    if not errors:
+        try:
+            validate(config)
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                errors.setdefault(name, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+    return config

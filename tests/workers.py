@@ -1,4 +1,10 @@
-"""Real Celery worker and beat processes for engine tests, on the machine's Redis and the test database."""
+"""Real child processes for tests and benchmarks: Celery workers, beat, servers.
+
+A ``ChildProcess`` runs in its own process group; ``start()`` waits until it prints its
+ready line (or answers at its ready URL), ``kill()`` is kill -9 of the whole group, as a
+crash or an OOM kill would be. Workers and beat run on the machine's Redis and, in
+tests, on the test database (``test_environment()``).
+"""
 
 from __future__ import annotations
 
@@ -8,68 +14,72 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from django.db import connection
-
 ROOT = Path(__file__).resolve().parents[1]
-CELERY = str(Path(sys.executable).parent / "celery")
+BIN = Path(sys.executable).parent
 
 
-def test_database_url() -> str:
+def test_environment() -> dict[str, str]:
+    """The environment of a child process that uses this test session's database and queue."""
+    from django.db import connection
+
     settings = connection.settings_dict
     if settings["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{settings['NAME']}"
-    return f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+        database = f"sqlite:///{settings['NAME']}"
+    else:
+        database = f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TEST_DATABASE_URL": database, "PYTHONPATH": str(ROOT)}
 
 
-class CeleryProcess:
-    """A ``celery`` command in its own process group; ``kill()`` is kill -9 of all of it."""
-
-    ready_marker = ""
-
-    def __init__(self, *, env: dict[str, str] | None = None, name: str = "tests"):
-        self.extra_env, self.name = env or {}, name
+class ChildProcess:
+    def __init__(
+        self, argv: Sequence[str], *, env: Mapping[str, str], name: str, ready_line: str = "", ready_url: str = ""
+    ):
+        self.argv, self.env, self.name = list(argv), dict(env), name
+        self.ready_line, self.ready_url = ready_line, ready_url
         self.process: subprocess.Popen | None = None
         self.output: list[str] = []
 
-    def arguments(self) -> list[str]:
-        raise NotImplementedError
-
-    def start(self, timeout: float = 60) -> CeleryProcess:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "TEST_DATABASE_URL": test_database_url(),
-            "PYTHONPATH": str(ROOT),
-            **self.extra_env,
-        }
+    def start(self, timeout: float = 60) -> ChildProcess:
         self.output = []
         self.process = subprocess.Popen(
-            [CELERY, "-A", "project", *self.arguments(), "--loglevel", "INFO"],
+            self.argv,
             cwd=ROOT,
-            env=env,
+            env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
         )
-        ready = threading.Event()
+        printed = threading.Event()
 
         def read():
             for line in self.process.stdout:
                 self.output.append(line)
-                if self.ready_marker in line:
-                    ready.set()
+                if self.ready_line and self.ready_line in line:
+                    printed.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(timeout):
+        ready = self._answers(timeout) if self.ready_url else printed.wait(timeout)
+        if not ready:
             self.stop()
-            raise RuntimeError(f"celery {self.arguments()[0]} did not start:\n" + "".join(self.output[-50:]))
+            raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.output[-50:]))
         return self
 
+    def _answers(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=2):
+                    return True
+            except OSError:
+                time.sleep(0.2)
+        return False
+
     def kill(self) -> None:
-        """kill -9 the process and its children, as a crash or an OOM kill would."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
@@ -79,37 +89,42 @@ class CeleryProcess:
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                self.kill()
 
     def log(self) -> str:
         return "".join(self.output)
 
+    def __enter__(self) -> ChildProcess:
+        return self.start()
 
-class WorkerProcess(CeleryProcess):
-    """``celery worker`` (prefork) on the machine's Redis and the test database."""
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
-    ready_marker = " ready."
 
-    def __init__(self, *, concurrency: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        self.concurrency = concurrency
+class WorkerProcess(ChildProcess):
+    """``celery worker`` (prefork). ``env`` is added to ``base_env`` (the test environment)."""
 
-    def arguments(self) -> list[str]:
-        return [
-            "worker", "--pool", "prefork", "--concurrency", str(self.concurrency),
-            "--hostname", f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle",
+    def __init__(
+        self,
+        *,
+        concurrency: int = 2,
+        env: Mapping[str, str] | None = None,
+        name: str = "tests",
+        base_env: Mapping[str, str] | None = None,
+        include: Sequence[str] = (),
+    ):
+        argv = [
+            str(BIN / "celery"), "-A", "project", "worker", "--pool", "prefork", "--concurrency", str(concurrency),
+            "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO", *(["--include", ",".join(include)] if include else []),
         ]
+        environment = {**(base_env if base_env is not None else test_environment()), **(env or {})}
+        super().__init__(argv, env=environment, name=f"celery worker {name}", ready_line=" ready.")
 
 
-class BeatProcess(CeleryProcess):
+class BeatProcess(ChildProcess):
     """``celery beat`` with django-celery-beat's database scheduler, as in production."""
 
-    ready_marker = "beat: Starting"
-
-    def __init__(self, *, schedule_file: Path, **kwargs):
-        super().__init__(**kwargs)
-        self.schedule_file = schedule_file
-
-    def arguments(self) -> list[str]:
-        return ["beat", "--schedule", str(self.schedule_file)]
+    def __init__(self, *, schedule_file: Path, env: Mapping[str, str] | None = None):
+        argv = [str(BIN / "celery"), "-A", "project", "beat", "--schedule", str(schedule_file), "--loglevel", "INFO"]
+        super().__init__(argv, env={**test_environment(), **(env or {})}, name="celery beat", ready_line="beat: Starting")

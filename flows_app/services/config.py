@@ -28,7 +28,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 
 from flows_app.models import Flow
-from flows_app.services.flows import FlowSpec, flow_save, flow_steps_check, step_spec_from_data
+from flows_app.services.flows import flow_save, flow_steps_check, step_spec_from_data
+from flows_app.services.specs import FlowSpec
 from flows_app.services.triggers import triggers_export, triggers_from_data
 from flows_app.steps import STEP_KINDS
 from secrets_app.services.config import Change

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from flows_app.models import STEP_KEY, Flow, Step
-from flows_app.services.triggers import (
-    EndpointSpec,
-    ScheduleSpec,
-    endpoint_spec_of,
-    endpoints_save,
-    schedule_identity,
-    schedules_save,
-    schedules_sync,
-)
+from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec, spec_of, spec_values
+from flows_app.services.triggers import endpoints_save, schedules_save, schedules_sync
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import StepKind
 from secrets_app.models import Secret
@@ -46,32 +38,6 @@ def step_permission_check(kind_class: type[StepKind], acting_user) -> None:
         raise ValidationError({"kind": "Saving a script step needs the 'Can save script steps' permission."})
 
 
-@dataclass
-class StepSpec:
-    key: str
-    kind: str
-    config: dict[str, Any]
-    secret: Secret | None = None
-    max_attempts: int = 1
-    retry_backoff_seconds: float = 1.0
-    timeout_seconds: int = 30
-    on_error: str = Step.OnError.STOP
-    error_step_key: str = ""
-
-    def comparable(self) -> tuple:
-        return (
-            self.key,
-            self.kind,
-            self.config,
-            self.secret.pk if self.secret else None,
-            self.max_attempts,
-            self.retry_backoff_seconds,
-            self.timeout_seconds,
-            self.on_error,
-            self.error_step_key,
-        )
-
-
 def flow_steps_check(steps: Sequence[StepSpec]) -> dict[str, list[str]]:
     """Checks across steps: unique keys, jumps to steps that exist. Errors keyed ``steps[i].field``."""
     errors: dict[str, list[str]] = {}
@@ -89,21 +55,6 @@ def flow_steps_check(steps: Sequence[StepSpec]) -> dict[str, list[str]]:
     return errors
 
 
-@dataclass
-class FlowSpec:
-    slug: str
-    name: str
-    description: str = ""
-    enabled: bool = True
-    timeout_seconds: int = 300
-    concurrency_limit: int = 0
-    error_handler: str = ""
-    steps: list[StepSpec] = field(default_factory=list)
-    #: None: leave the flow's triggers as they are (a file without a ``triggers`` key).
-    endpoints: list[EndpointSpec] | None = None
-    schedules: list[ScheduleSpec] | None = None
-
-
 def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
     changed = [
         name
@@ -117,30 +68,15 @@ def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
         )
         if current != wanted
     ]
-    current_steps = [
-        StepSpec(
-            key=step.key,
-            kind=step.kind,
-            config=step.config,
-            secret=step.secret,
-            max_attempts=step.max_attempts,
-            retry_backoff_seconds=step.retry_backoff_seconds,
-            timeout_seconds=step.timeout_seconds,
-            on_error=step.on_error,
-            error_step_key=step.error_step_key,
-        ).comparable()
-        for step in flow.steps.select_related("secret").order_by("position", "id")
-    ]
-    if current_steps != [step.comparable() for step in spec.steps]:
+    current_steps = [spec_of(StepSpec, step) for step in flow.steps.select_related("secret").order_by("position", "id")]
+    if current_steps != spec.steps:
         changed.append("steps")
     if spec.endpoints is not None:
-        current_endpoints = {
-            endpoint.path: endpoint_spec_of(endpoint).values() for endpoint in flow.endpoints.select_related("auth_secret")
-        }
-        if current_endpoints != {endpoint.path: endpoint.values() for endpoint in spec.endpoints}:
+        current_endpoints = {endpoint.path: spec_of(EndpointSpec, endpoint) for endpoint in flow.endpoints.select_related("auth_secret")}
+        if current_endpoints != {endpoint.path: endpoint for endpoint in spec.endpoints}:
             changed.append("endpoints")
     if spec.schedules is not None:
-        current_schedules = sorted(schedule_identity(schedule) for schedule in flow.schedules.all())
+        current_schedules = sorted(spec_of(ScheduleSpec, schedule).identity() for schedule in flow.schedules.all())
         if current_schedules != sorted(schedule.identity() for schedule in spec.schedules):
             changed.append("schedules")
     return changed
@@ -173,20 +109,7 @@ def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tup
         schedules_sync(flow=flow)  # the flow's enabled flag decides whether its schedules fire
     flow.steps.all().delete()
     Step.objects.bulk_create(
-        Step(
-            flow=flow,
-            position=position,
-            key=step.key,
-            kind=step.kind,
-            config=step.config,
-            secret=step.secret,
-            max_attempts=step.max_attempts,
-            retry_backoff_seconds=step.retry_backoff_seconds,
-            timeout_seconds=step.timeout_seconds,
-            on_error=step.on_error,
-            error_step_key=step.error_step_key,
-        )
-        for position, step in enumerate(spec.steps)
+        Step(flow=flow, position=position, **spec_values(step)) for position, step in enumerate(spec.steps)
     )
     audit_record(
         acting_user=acting_user,

@@ -14,7 +14,6 @@ from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
 from secrets_app.services.audit import audit_record
 
-
 #: How long an idempotency key names its first run (a retried call within it gets that run).
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 

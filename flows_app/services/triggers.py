@@ -12,7 +12,6 @@ import hashlib
 import json
 import zoneinfo
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from django_celery_beat.validators import crontab_validator
 
 from flows_app.models import ENDPOINT_PATH, EndpointTrigger, Flow, FlowRun, ScheduleTrigger
 from flows_app.services.runs import flow_run_start_once
+from flows_app.services.specs import EndpointSpec, ScheduleSpec, spec_of, spec_values
 from flows_app.triggers import ENDPOINT_AUTH
 from secrets_app.models import Secret
 
@@ -87,48 +87,6 @@ def endpoint_headers_check(headers: Iterable[str], *, auth: str, config: Mapping
         )
 
 
-@dataclass
-class EndpointSpec:
-    path: str
-    auth: str
-    secret: Secret | None = None
-    auth_config: dict[str, Any] = field(default_factory=dict)
-    methods: str = "POST"
-    response: str = EndpointTrigger.Response.ASYNC
-    sync_timeout_seconds: int = 30
-    max_body_kb: int = 1024
-    pass_headers: str = ""
-    enabled: bool = True
-
-    def values(self) -> dict[str, Any]:
-        return {
-            "auth": self.auth,
-            "auth_secret": self.secret,
-            "auth_config": self.auth_config,
-            "methods": self.methods,
-            "response": self.response,
-            "sync_timeout_seconds": self.sync_timeout_seconds,
-            "max_body_kb": self.max_body_kb,
-            "pass_headers": self.pass_headers,
-            "enabled": self.enabled,
-        }
-
-
-def endpoint_spec_of(endpoint: EndpointTrigger) -> EndpointSpec:
-    return EndpointSpec(
-        path=endpoint.path,
-        auth=endpoint.auth,
-        secret=endpoint.auth_secret,
-        auth_config=endpoint.auth_config,
-        methods=endpoint.methods,
-        response=endpoint.response,
-        sync_timeout_seconds=endpoint.sync_timeout_seconds,
-        max_body_kb=endpoint.max_body_kb,
-        pass_headers=endpoint.pass_headers,
-        enabled=endpoint.enabled,
-    )
-
-
 def endpoint_path_check(path: Any) -> str:
     if not isinstance(path, str) or not path:
         raise ValidationError({"path": "An endpoint needs a path."})
@@ -150,9 +108,9 @@ def endpoints_save(*, flow: Flow, specs: Iterable[EndpointSpec]) -> bool:
     current = {endpoint.path: endpoint for endpoint in flow.endpoints.all()}
     for spec in specs:
         endpoint = current.get(spec.path) or EndpointTrigger(flow=flow, path=spec.path)
-        values = spec.values()
-        if endpoint.pk and all(getattr(endpoint, name) == value for name, value in values.items()):
+        if endpoint.pk and spec_of(EndpointSpec, endpoint) == spec:
             continue
+        values = spec_values(spec)
         for name, value in values.items():
             setattr(endpoint, name, value)
         endpoint.save()
@@ -193,23 +151,6 @@ def schedule_clean(*, cron: Any, interval_seconds: Any, timezone_name: Any) -> t
     return cron, interval_seconds, name
 
 
-@dataclass
-class ScheduleSpec:
-    cron: str = ""
-    interval_seconds: int | None = None
-    timezone: str = "UTC"
-    input: Any = field(default_factory=dict)
-    enabled: bool = True
-
-    def identity(self) -> tuple:
-        return (self.cron, self.interval_seconds, self.timezone, json.dumps(self.input, sort_keys=True), self.enabled)
-
-
-def schedule_identity(schedule: ScheduleTrigger) -> tuple:
-    spec = ScheduleSpec(schedule.cron, schedule.interval_seconds, schedule.timezone, schedule.input, schedule.enabled)
-    return spec.identity()
-
-
 def schedules_save(*, flow: Flow, specs: Iterable[ScheduleSpec]) -> bool:
     """Make the flow's schedules exactly ``specs``; unchanged ones keep their beat entry."""
     specs = list(specs)
@@ -217,22 +158,14 @@ def schedules_save(*, flow: Flow, specs: Iterable[ScheduleSpec]) -> bool:
     specs_by_identity = {spec.identity(): spec for spec in specs}
     changed = False
     for schedule in list(flow.schedules.all()):
-        identity = schedule_identity(schedule)
+        identity = spec_of(ScheduleSpec, schedule).identity()
         if identity in remaining:
             remaining.remove(identity)
         else:
             schedule.delete()
             changed = True
     for identity in remaining:
-        spec = specs_by_identity[identity]
-        ScheduleTrigger.objects.create(
-            flow=flow,
-            cron=spec.cron,
-            interval_seconds=spec.interval_seconds,
-            timezone=spec.timezone,
-            input=spec.input,
-            enabled=spec.enabled,
-        )
+        ScheduleTrigger.objects.create(flow=flow, **spec_values(specs_by_identity[identity]))
         changed = True
     schedules_sync(flow=flow)
     return changed
@@ -379,7 +312,7 @@ def endpoint_spec_from_data(data: Mapping[str, Any], *, secrets: Mapping[str, Se
     return EndpointSpec(
         path=path,
         auth=auth_kind,
-        secret=secret,
+        auth_secret=secret,
         auth_config=config,
         methods=methods,
         response=response,

@@ -18,10 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from django.core.exceptions import ValidationError
-
 from flows_app import templating
-from project.declarative import Field, clean_fields
+from project.declarative import Field, clean_config
 
 if TYPE_CHECKING:
     from flows_app.engine import Engine
@@ -83,21 +81,23 @@ class StepKind:
     @classmethod
     def clean_config(cls, data: Mapping[str, Any], *, step_keys: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Validate a step's configuration; templates are compiled. ValidationError by field."""
-        config, errors = clean_fields(cls.fields, data, owner=f"step kind {cls.slug!r}")
+        return clean_config(
+            cls.fields,
+            data,
+            owner=f"step kind {cls.slug!r}",
+            check=cls._template_errors,
+            validate=lambda config: cls.validate(config, step_keys=step_keys),
+        )
+
+    @classmethod
+    def _template_errors(cls, config: dict[str, Any]) -> dict[str, list[str]]:
+        errors: dict[str, list[str]] = {}
         for item in cls.fields:
             if item.template and item.name in config:
                 for path, reason in templating.check_all(config[item.name]):
                     where = f" at {path}" if path else ""
                     errors.setdefault(item.name, []).append(f"Template error{where}: {reason}")
-        if not errors:
-            try:
-                cls.validate(config, step_keys=step_keys)
-            except ValidationError as exc:
-                for name, messages in exc.message_dict.items():
-                    errors.setdefault(name, []).extend(messages)
-        if errors:
-            raise ValidationError(errors)
-        return config
+        return errors
 
     @classmethod
     def validate(cls, config: dict[str, Any], *, step_keys: frozenset[str]) -> None:

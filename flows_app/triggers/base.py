@@ -17,9 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from django.core.exceptions import ValidationError
-
-from project.declarative import Field, clean_fields
+from project.declarative import Field, clean_config
 
 if TYPE_CHECKING:
     from secrets_app.models import Secret
@@ -81,16 +79,7 @@ class EndpointAuth:
 
     @classmethod
     def clean_config(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        config, errors = clean_fields(cls.fields, data, owner=f"authentication {cls.slug!r}")
-        if not errors:
-            try:
-                cls.validate(config)
-            except ValidationError as exc:
-                for name, messages in exc.message_dict.items():
-                    errors.setdefault(name, []).extend(messages)
-        if errors:
-            raise ValidationError(errors)
-        return config
+        return clean_config(cls.fields, data, owner=f"authentication {cls.slug!r}", validate=cls.validate)
 
     @classmethod
     def validate(cls, config: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@ import json
 import pytest
 
 from flows_app.models import FlowRun
-from flows_app.services.flows import FlowSpec, flow_save, step_spec_from_data
+from flows_app.services.flows import flow_save, step_spec_from_data
 from flows_app.services.runs import flow_run_start, flow_run_wait
+from flows_app.services.specs import FlowSpec
 from flows_app.services.triggers import endpoint_spec_from_data
 
 

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from flows_app.models import FlowRun
-from flows_app.services.flows import FlowSpec, flow_save, step_spec_from_data
-from flows_app.services.triggers import ScheduleSpec
+from flows_app.services.flows import flow_save, step_spec_from_data
+from flows_app.services.specs import FlowSpec, ScheduleSpec
 from tests.workers import BeatProcess
 
 pytestmark = pytest.mark.worker
