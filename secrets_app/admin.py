@@ -3,12 +3,16 @@
 Thin: forms come from the kinds (``secrets_app.forms``), and every change, test, key
 generation or deletion goes through ``secrets_app.services``. Django's own
 ``delete_selected`` is replaced so that deletions are audited and OAuth2 connections are
-revoked first.
+revoked first; both deletion pages say what will be revoked, and offer "Delete anyway"
+when the provider could not revoke.
 """
 
+import copy
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -18,10 +22,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from secrets_app.app_settings import vault_settings
-from secrets_app.exceptions import VaultError
+from secrets_app.exceptions import RevocationFailed, VaultError
 from secrets_app.forms import secret_form_for
 from secrets_app.kinds import SECRET_KINDS
 from secrets_app.models import AuditEvent, OAuth2Connection, Secret
+from secrets_app.selectors import secret_deletion_previews
 from secrets_app.services.oauth2 import (
     oauth2_connection_refresh,
     oauth2_connection_revoke,
@@ -47,6 +52,7 @@ class SecretAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
     actions = ["test_selected", "delete_selected_secrets"]
     change_form_template = "admin/secrets_app/secret/change_form.html"
+    delete_confirmation_template = "admin/secrets_app/secret/delete_confirmation.html"
     readonly_fields = (
         "kind_label",
         "redirect_uri",
@@ -151,9 +157,43 @@ class SecretAdmin(admin.ModelAdmin):
             obj.pk = current.pk
         obj.refresh_from_db()
 
+    # -- deleting: revoke first, confirm, offer "delete anyway" -----------------------
+
+    def get_deleted_objects(self, objs, request):
+        # An OAuth2 connection is the live side of its secret, not deletable on its own
+        # (its admin allows no deletion); deleting the secret revokes and deletes it, and
+        # needs only the permission to delete secrets.
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(OAuth2Connection._meta.verbose_name)
+        return deleted, model_count, perms_needed, protected
+
+    def delete_view(self, request, object_id, extra_context=None):
+        secret = self.get_object(request, unquote(object_id))
+        extra_context = {
+            **(extra_context or {}),
+            "previews": secret_deletion_previews([secret]) if secret is not None else [],
+            "offer_force": "revocation_failed" in request.GET,
+        }
+        try:
+            # Not inside one transaction as Django's delete_view is: revocation waits on the
+            # provider, which must not hold the database (SQLite would lock every writer), and
+            # the connection's lease must be visible to other processes meanwhile.
+            return self._delete_view(request, object_id, extra_context)
+        except RevocationFailed as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            delete_url = reverse("admin:secrets_app_secret_delete", args=[secret.pk])
+            return HttpResponseRedirect(f"{delete_url}?revocation_failed=1")
+
+    def log_deletions(self, request, queryset):
+        # Logged by delete_model once the secret is gone: a failed revocation keeps it.
+        pass
+
     def delete_model(self, request, obj):
-        for warning in secret_delete(secret=obj, acting_user=request.user):
-            messages.warning(request, f"{obj.name}: {warning}")
+        force = request.POST.get("force") == "yes"
+        logged = copy.copy(obj)  # deleting sets obj.pk to None
+        for warning in secret_delete(secret=obj, acting_user=request.user, force=force):
+            self.message_user(request, f"{obj.name}: {warning}", messages.WARNING)
+        super().log_deletions(request, [logged])
 
     def delete_queryset(self, request, queryset):
         for secret in queryset:
@@ -166,9 +206,38 @@ class SecretAdmin(admin.ModelAdmin):
 
     @admin.action(description="Delete selected secrets", permissions=["delete"])
     def delete_selected_secrets(self, request, queryset):
-        names = [secret.name for secret in queryset]
-        self.delete_queryset(request, queryset)
-        self.message_user(request, f"Deleted {len(names)} secret(s): {', '.join(names)}.")
+        """Like Django's delete_selected: a confirmation page first, then the deletion.
+
+        Secrets whose tokens could not be revoked are kept and shown again, with the
+        reason and a "Delete anyway" button.
+        """
+        if request.POST.get("post") != "yes":
+            return self._delete_selected_confirmation(request, list(queryset), errors={})
+        deleted, errors = [], {}
+        for secret in queryset:
+            try:
+                self.delete_model(request, secret)
+            except RevocationFailed as exc:
+                errors[secret.pk] = str(exc)
+                continue
+            deleted.append(secret.name)
+        if deleted:
+            self.message_user(request, f"Deleted {len(deleted)} secret(s): {', '.join(deleted)}.", messages.SUCCESS)
+        if errors:
+            kept = [secret for secret in queryset if secret.pk in errors]
+            return self._delete_selected_confirmation(request, kept, errors=errors)
+        return None
+
+    def _delete_selected_confirmation(self, request, secrets, *, errors):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Delete secrets" if not errors else "Some secrets were not deleted",
+            "previews": secret_deletion_previews(secrets),
+            "errors": errors,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/secrets_app/secret/delete_selected_confirmation.html", context)
 
     # -- test and key generation ---------------------------------------------------
 

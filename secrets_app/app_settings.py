@@ -53,6 +53,11 @@ class VaultSettings:
         return getattr(settings, "FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS", 15 * 60)
 
     @property
+    def oauth2_hook_modules(self) -> list[str]:
+        """Module prefixes, besides ``secrets_app.oauth2.``, that provider hooks may be imported from."""
+        return list(getattr(settings, "FLOWGATE_OAUTH2_HOOK_MODULES", []))
+
+    @property
     def oauth2_state_lifetime_seconds(self) -> int:
         return getattr(settings, "FLOWGATE_OAUTH2_STATE_LIFETIME_SECONDS", 600)
 

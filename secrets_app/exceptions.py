@@ -13,7 +13,8 @@
         ├── AuthorizationFailed     the authorization dance failed (state, iss, provider error)
         ├── NotConnected            no usable token: never connected, revoked, or needs re-authorization
         ├── ReauthorizationRequired the provider refused the grant (invalid_grant); user must reconnect
-        └── TokenEndpointUnavailable a transient failure at the provider (timeout, 5xx, 429)
+        ├── TokenEndpointUnavailable a transient failure at the provider (timeout, 5xx, 429)
+        └── RevocationFailed        a secret was not deleted because its tokens could not be revoked
 
 Views map these to HTTP statuses in one place (``secrets_app.views``); nothing here carries
 a secret value, so messages can be shown to users and logged.
@@ -82,3 +83,15 @@ class TokenEndpointUnavailable(OAuth2Error):
     def __init__(self, message: str, *, retry_after: float | None = None):
         self.retry_after = retry_after  # seconds, from a Retry-After header
         super().__init__(message)
+
+
+class RevocationFailed(OAuth2Error):
+    """Deleting an OAuth2 secret stopped: its tokens would have stayed valid at the provider."""
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        super().__init__(
+            f"Secret {name!r} was not deleted: revoking its tokens at the provider failed ({reason}). "
+            "Try again later, or delete it anyway (the tokens then stay valid at the provider "
+            "until they expire or are revoked there)."
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -26,6 +27,8 @@ from jwcrypto.common import JWException, json_decode
 from project import outbound
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import InsufficientScope, JoseError, SecretMisconfigured, TokenRejected
+
+logger = logging.getLogger(__name__)
 
 MAX_TOKEN_LENGTH = 16 * 1024
 MIN_RSA_BITS = 2048
@@ -225,13 +228,16 @@ class _JwksCache:
 
     A set is used for ``jwks_cache_seconds``. A token naming a ``kid`` the cached set does
     not hold triggers a new download (the issuer rotated its keys), but at most once per
-    ``jwks_min_refetch_seconds`` per URL, so random ``kid`` values cannot turn us into a
-    request amplifier.
+    ``jwks_min_refetch_seconds`` per URL, failed downloads included, so random ``kid``
+    values cannot turn us into a request amplifier. A refetch that fails (an error, or a
+    set without one usable key) keeps the cached set while it is still within its
+    lifetime: an issuer's hiccup must not break the keys that verify today's tokens.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, jwk.JWKSet]] = {}
+        # url -> (downloaded at, key set, last download attempt)
+        self._entries: dict[str, tuple[float, jwk.JWKSet, float]] = {}
 
     def clear(self) -> None:
         with self._lock:
@@ -241,16 +247,22 @@ class _JwksCache:
         now = time.monotonic()
         with self._lock:
             cached = self._entries.get(url)
-        if cached is not None:
-            fetched_at, keyset = cached
-            fresh = now - fetched_at < vault_settings.jwks_cache_seconds
-            known = kid is None or keyset.get_key(kid) is not None
-            may_refetch = now - fetched_at >= vault_settings.jwks_min_refetch_seconds
-            if fresh and (known or not may_refetch):
-                return keyset
-        keyset = self._download(url)
+            fresh = cached is not None and now - cached[0] < vault_settings.jwks_cache_seconds
+            if fresh:
+                fetched_at, keyset, attempted_at = cached
+                known = kid is None or keyset.get_key(kid) is not None
+                if known or now - attempted_at < vault_settings.jwks_min_refetch_seconds:
+                    return keyset
+                self._entries[url] = (fetched_at, keyset, now)
+        try:
+            keyset = self._download(url)
+        except SecretMisconfigured:
+            if fresh:
+                logger.warning("Refetching the JWKS from %s failed; the cached key set stays in use.", url)
+                return cached[1]
+            raise
         with self._lock:
-            self._entries[url] = (time.monotonic(), keyset)
+            self._entries[url] = (now, keyset, now)
         return keyset
 
     @staticmethod
@@ -267,14 +279,18 @@ class _JwksCache:
             keyset = jwk.JWKSet()
             for entry in document.get("keys", []):
                 if entry.get("kty") == "RSA" and entry.get("use", "sig") == "sig":
-                    keyset.add(
-                        jwk.JWK(**{k: v for k, v in entry.items() if k not in ("d", "p", "q", "dp", "dq", "qi")})
-                    )
-            return keyset
+                    key = jwk.JWK(**{k: v for k, v in entry.items() if k not in ("d", "p", "q", "dp", "dq", "qi")})
+                    # The same floor as for keys typed in (rsa_key_from_pem): a weak key is
+                    # left out, so a token it signed fails as signed by an unknown key.
+                    if key.get_op_key("verify").key_size >= MIN_RSA_BITS:
+                        keyset.add(key)
         except outbound.OutboundError as exc:
             raise SecretMisconfigured(f"Cannot download the JWKS from {url}: {exc}") from None
         except Exception as exc:  # bad JSON, bad keys, HTTP errors: one reason for the user
             raise SecretMisconfigured(f"Cannot use the JWKS from {url}: {type(exc).__name__}.") from None
+        if not keyset["keys"]:
+            raise SecretMisconfigured(f"The JWKS from {url} holds no RSA signing key of {MIN_RSA_BITS} bits or more.")
+        return keyset
 
 
 jwks_cache = _JwksCache()

@@ -3,16 +3,28 @@
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 PROACTIVE_REFRESH = "Refresh expiring OAuth2 tokens"
+PROACTIVE_REFRESH_EVERY_SECONDS = 60
 
 
 def periodic_tasks_ensure(**kwargs) -> None:
     """Create the beat entries that do not exist yet; entries an admin changed are left alone."""
     if PeriodicTask.objects.filter(name=PROACTIVE_REFRESH).exists():
         return
-    every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
+    every, _ = IntervalSchedule.objects.get_or_create(
+        every=PROACTIVE_REFRESH_EVERY_SECONDS, period=IntervalSchedule.SECONDS
+    )
     PeriodicTask.objects.create(
         name=PROACTIVE_REFRESH,
         task="secrets_app.tasks.oauth2_refresh_due_connections",
-        interval=every_minute,
-        description="Refreshes OAuth2 access tokens shortly before they expire, spread over each minute.",
+        interval=every,
+        description="Refreshes OAuth2 access tokens shortly before they expire, each at its own moment.",
     )
+
+
+def proactive_refresh_interval_seconds() -> float:
+    """How often the proactive refresh runs, from its beat entry as an admin left it; the
+    default when the entry is missing, disabled or not on an interval schedule."""
+    entry = PeriodicTask.objects.filter(name=PROACTIVE_REFRESH, enabled=True).select_related("interval").first()
+    if entry is None or entry.interval is None:
+        return PROACTIVE_REFRESH_EVERY_SECONDS
+    return entry.interval.schedule.run_every.total_seconds()

@@ -5,12 +5,11 @@ from celery import shared_task
 from secrets_app.exceptions import TokenEndpointUnavailable
 from secrets_app.services.oauth2 import oauth2_connection_refresh_due, oauth2_due_refreshes_schedule
 
-REFRESH_BEAT_INTERVAL_SECONDS = 60
-
 
 @shared_task(ignore_result=True)
 def oauth2_refresh_due_connections():
-    """Beat, every minute: queue a refresh for each connection whose time has come.
+    """Beat, every minute: queue a refresh for each connection whose time comes before the
+    next run, to run at that time.
 
     On retry or a duplicate run: connections handed out are claimed (their next refresh
     time moves forward), so none is queued twice.
@@ -19,7 +18,6 @@ def oauth2_refresh_due_connections():
         enqueue=lambda connection_id, version, countdown: oauth2_refresh_connection.apply_async(
             args=[connection_id, version], countdown=countdown
         ),
-        interval_seconds=REFRESH_BEAT_INTERVAL_SECONDS,
     )
 
 

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from django.http import QueryDict
 from oauth2_provider.models import get_application_model
+
 from flows_app.oauth2_server import CallerValidator
 
 

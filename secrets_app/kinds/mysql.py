@@ -8,6 +8,7 @@ INFILE`` is off, so a server cannot ask us for local files.
 import ssl
 
 import pymysql
+from pymysql.constants import CR
 
 from project import outbound
 from secrets_app.exceptions import ProbeFailed
@@ -28,17 +29,24 @@ class MySQL(DatabaseKind):
     description = "Host, database, user and password for a MySQL or MariaDB server; used by SQL steps."
     fields = database_fields(default_port=3306, tls_choices=TLS_CHOICES, tls_default="preferred")
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
+    def _tls_options(self) -> dict:
+        """PyMySQL's arguments for the secret's TLS mode.
+
+        PyMySQL treats any ``ssl`` argument as "TLS required", and with none at all it
+        tries TLS and goes on without it when the server offers none: that is "preferred".
+        """
         mode = self.value("tls")
         if mode == "disabled":
-            return None
+            return {"ssl_disabled": True}
+        if mode == "preferred":
+            return {}
         context = ssl.create_default_context(cadata=self.value("ca_certificate") or None)
-        if mode in ("preferred", "required"):
+        if mode == "required":
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         elif mode == "verify_ca":
             context.check_hostname = False
-        return context
+        return {"ssl": context}
 
     def connect(self, *, statement_timeout_ms=None):
         host, port, timeout = self.value("host"), self.value("port"), self.value("connect_timeout")
@@ -49,21 +57,22 @@ class MySQL(DatabaseKind):
             password=self.value("password"),
             database=self.value("database"),
             connect_timeout=timeout,
-            ssl=self._ssl_context(),
             local_infile=False,
             charset="utf8mb4",
             defer_connect=True,
+            **self._tls_options(),
         )
-        connection.connect(outbound.create_connection(host, port, timeout))
         try:
-            with connection.cursor() as cursor:
-                if self.value("tls") not in ("disabled", "preferred"):
-                    # PyMySQL goes on without TLS when the server offers none; "required" must not.
-                    cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-                    row = cursor.fetchone()
-                    if not row or not row[1]:
-                        raise ProbeFailed(f"Server {host}:{port} does not offer TLS, which this secret requires.")
-                if statement_timeout_ms:
+            connection.connect(outbound.create_connection(host, port, timeout))
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == CR.CR_SSL_CONNECTION_ERROR:
+                raise ProbeFailed(
+                    f"Server {host}:{port} does not offer TLS, which this secret requires (TLS: {self.value('tls')})."
+                ) from None
+            raise
+        try:
+            if statement_timeout_ms:
+                with connection.cursor() as cursor:
                     cursor.execute("SELECT VERSION()")
                     if "mariadb" in cursor.fetchone()[0].lower():
                         cursor.execute("SET SESSION max_statement_time = %s", (statement_timeout_ms / 1000,))

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from django.conf import settings
 from oauthlib.common import urldecode
 from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
 from oauthlib.oauth2.rfc6749 import errors as oauthlib_errors
@@ -355,7 +354,7 @@ def load_hooks_class(dotted_path: str) -> type[OAuth2Hooks]:
 
     Raises ValueError with a short reason (it ends up in a form error).
     """
-    allowed = ("secrets_app.oauth2.", *getattr(settings, "FLOWGATE_OAUTH2_HOOK_MODULES", ()))
+    allowed = ("secrets_app.oauth2.", *vault_settings.oauth2_hook_modules)
     if not dotted_path.startswith(allowed):
         raise ValueError(f"Hooks must live under {', '.join(allowed)} (FLOWGATE_OAUTH2_HOOK_MODULES adds more).")
     module_name, _, class_name = dotted_path.rpartition(".")

@@ -10,9 +10,11 @@ means a dead connection. The protocol here, the same on every database:
 3. The others wait with short sleeps until ``version`` changes and use the new token;
    if the winner failed meanwhile they report its error instead of trying again; if the
    winner died, its lease expires and one of them takes over.
-4. The winner asks the provider, then stores access token, rotated refresh token (or the
-   old one when none came back), expiry and scope in one ``UPDATE ... WHERE version =
-   <read>`` that also bumps ``version`` and frees the lease.
+4. The winner asks the provider, while a heartbeat thread keeps extending its lease (a
+   lapsed lease with a request still in flight would let a second process send the
+   same refresh token). It stores access token, rotated refresh token (or the old one
+   when none came back), expiry and scope in one ``UPDATE ... WHERE version = <read>``
+   that also bumps ``version`` and frees the lease.
 
 No transaction or row lock is held while waiting for the provider, and SQLite (where
 ``select_for_update`` does nothing) behaves exactly like PostgreSQL.
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db import connections as db_connections
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -94,21 +98,13 @@ def refresh(stale: OAuth2Connection, config: OAuth2Config) -> OAuth2Connection:
     """
     owner = uuid.uuid4().hex
     waiting_since = timezone.now()
-    deadline = time.monotonic() + vault_settings.oauth2_refresh_lock_seconds * MAX_ATTEMPTS + 5
-    delay = 0.02
-    while not _take_lease(stale, owner):
-        current = OAuth2Connection.objects.select_related("secret").get(pk=stale.pk)
-        if current.version != stale.version:
-            raise_unless_usable(current, config)
+    if not _take_lease(stale, owner, failed_before=waiting_since):
+        current = _wait_for_refresher(stale, config, owner, waiting_since)
+        if current is not None:
             return current
-        if not current.lease_owner and current.last_error_at and current.last_error_at >= waiting_since:
-            raise TokenEndpointUnavailable(current.last_error or "The refresh failed.")
-        if time.monotonic() > deadline:
-            raise TokenEndpointUnavailable("Timed out waiting for another process to refresh the token.")
-        time.sleep(delay * (1 + random.random()))
-        delay = min(delay * 2, 0.5)
     try:
-        result = _ask_provider(stale, config, owner)
+        with _LeaseKeeper(stale.pk, owner):
+            result = _ask_provider(stale, config)
     except ReauthorizationRequired as exc:
         _store_failure(stale, owner, str(exc), permanent=True)
         raise
@@ -121,20 +117,100 @@ def refresh(stale: OAuth2Connection, config: OAuth2Config) -> OAuth2Connection:
     return store_tokens(stale, result)
 
 
-def _take_lease(connection: OAuth2Connection, owner: str) -> bool:
+def _wait_for_refresher(
+    stale: OAuth2Connection, config: OAuth2Config, owner: str, waiting_since: datetime
+) -> OAuth2Connection | None:
+    """Wait while another process refreshes ``stale``'s version.
+
+    Returns the connection it stored, or None when this process took the lease over (the
+    refresher died and its lease expired). A failure the refresher recorded after we
+    started waiting is raised here, not retried: during a provider outage every waiter
+    retrying in turn would multiply the calls by the number of waiters.
+    """
+    deadline = time.monotonic() + vault_settings.oauth2_refresh_lock_seconds * MAX_ATTEMPTS + 5
+    delay = 0.02
+    while True:
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.5)
+        current = OAuth2Connection.objects.select_related("secret").get(pk=stale.pk)
+        if current.version != stale.version:
+            raise_unless_usable(current, config)
+            return current
+        if current.last_error_at and current.last_error_at >= waiting_since:
+            raise TokenEndpointUnavailable(current.last_error or "The refresh failed.")
+        if _take_lease(stale, owner, failed_before=waiting_since):
+            return None
+        if time.monotonic() > deadline:
+            raise TokenEndpointUnavailable("Timed out waiting for another process to refresh the token.")
+
+
+def _take_lease(connection: OAuth2Connection, owner: str, *, failed_before: datetime | None = None) -> bool:
+    """Compare-and-set the lease on ``connection``'s version.
+
+    ``failed_before``: only if no failure was recorded since then, in the same statement,
+    so a waiter cannot slip in between the refresher's failure and its own check of it.
+    """
     now = timezone.now()
-    return bool(
-        OAuth2Connection.objects.filter(pk=connection.pk, version=connection.version)
-        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now))
-        .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds))
+    target = OAuth2Connection.objects.filter(pk=connection.pk, version=connection.version).filter(
+        Q(lease_owner="") | Q(lease_expires_at__lt=now)
     )
+    if failed_before is not None:
+        target = target.filter(Q(last_error_at__isnull=True) | Q(last_error_at__lt=failed_before))
+    lease = timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds)
+    return bool(target.update(lease_owner=owner, lease_expires_at=now + lease))
 
 
 def _release_lease(connection: OAuth2Connection, owner: str) -> None:
     OAuth2Connection.objects.filter(pk=connection.pk, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
 
 
-def _ask_provider(connection: OAuth2Connection, config: OAuth2Config, owner: str) -> TokenResult:
+class _LeaseKeeper:
+    """Extends a held lease every third of its length while the provider is being asked.
+
+    A token request can outlast the lease (connect and read timeouts apply per socket
+    operation, and retries sleep in between); if the lease lapsed meanwhile, a second
+    process would send the same refresh token and a provider with reuse protection would
+    revoke the grant. The heartbeat runs in a thread of this process, so the lease still
+    expires soon after the process dies and another one takes over.
+
+    Inside a caller's transaction there is no heartbeat, and none is needed: the lease
+    ``UPDATE`` keeps the row locked until that transaction ends, so no other process can
+    take the lease meanwhile (and a heartbeat would wait for that lock, held by the thread
+    waiting for it).
+    """
+
+    def __init__(self, connection_pk: int, owner: str):
+        self.connection_pk, self.owner = connection_pk, owner
+        self._stop = threading.Event()
+        self._thread = None
+        if not transaction.get_connection().in_atomic_block:
+            self._thread = threading.Thread(target=self._run, name=f"oauth2-lease-{connection_pk}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(vault_settings.oauth2_refresh_lock_seconds / 3):
+                lease = timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds)
+                try:
+                    OAuth2Connection.objects.filter(pk=self.connection_pk, lease_owner=self.owner).update(
+                        lease_expires_at=timezone.now() + lease
+                    )
+                except DatabaseError as exc:  # try again at the next beat; the lease has 2/3 left
+                    logger.warning("Could not extend an OAuth2 refresh lease: %s", type(exc).__name__)
+        finally:
+            db_connections.close_all()  # this thread's own database connection, if it opened one
+
+
+def _ask_provider(connection: OAuth2Connection, config: OAuth2Config) -> TokenResult:
     """One call to the provider, retried with backoff while the failure is transient."""
     hooks = hooks_for(config)
     refresh_token = connection.tokens.get("refresh_token")
@@ -150,9 +226,6 @@ def _ask_provider(connection: OAuth2Connection, config: OAuth2Config, owner: str
             if attempt == MAX_ATTEMPTS or pause > 5:
                 raise
             time.sleep(pause)
-            OAuth2Connection.objects.filter(pk=connection.pk, lease_owner=owner).update(
-                lease_expires_at=timezone.now() + timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds)
-            )
     raise AssertionError("unreachable")
 
 
@@ -307,9 +380,10 @@ def revoke(connection: OAuth2Connection, config: OAuth2Config) -> bool:
     try:
         if asked:
             hooks = hooks_for(config)
-            for hint in ("refresh_token", "access_token"):
-                if current.tokens.get(hint):
-                    hooks.revoke(config, token=current.tokens[hint], token_type_hint=hint)
+            with _LeaseKeeper(current.pk, owner):
+                for hint in ("refresh_token", "access_token"):
+                    if current.tokens.get(hint):
+                        hooks.revoke(config, token=current.tokens[hint], token_type_hint=hint)
     except BaseException:
         _release_lease(current, owner)
         raise

@@ -7,9 +7,10 @@ import random
 import secrets as random_secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from secrets_app.app_settings import vault_settings
@@ -25,8 +26,12 @@ from secrets_app.models import OAuth2AuthorizationRequest, OAuth2Connection, Sec
 from secrets_app.oauth2 import pkce, tokens
 from secrets_app.oauth2.client import OAuth2Config, hooks_for
 from secrets_app.oauth2.identity import identity_resolve
+from secrets_app.schedules import proactive_refresh_interval_seconds
 from secrets_app.services.audit import audit_record
 from secrets_app.services.secrets import secret_probe
+
+#: Client settings whose change can undo the provider's refusal of the client.
+CLIENT_FIELDS = frozenset({"client_id", "client_secret", "client_auth", "token_url"})
 
 
 def _hash(value: str) -> str:
@@ -99,15 +104,26 @@ def _consume(state: str, secret_name: str, user, session_key: str) -> OAuth2Auth
     return attempt
 
 
-def _check_issuer(config: OAuth2Config, params: Mapping[str, str]) -> None:
-    """RFC 9207: the ``iss`` parameter must be the configured issuer, character for character."""
+def _check_issuer(config: OAuth2Config, params: Mapping[str, str]) -> str | None:
+    """RFC 9207: the ``iss`` parameter must be the configured issuer, character for character.
+
+    Checked before anything else in the answer, errors included: an answer from another
+    issuer (a mix-up attack) must not even be reported as that provider's error. Returns
+    a warning when the provider names an issuer but the secret has none to compare with.
+    """
     iss = params.get("iss")
     if iss is None:
         if config.require_iss:
             raise AuthorizationFailed("The provider's answer has no 'iss' parameter, which this secret requires.")
-        return
-    if config.issuer and iss != config.issuer:
+        return None
+    if not config.issuer:
+        return (
+            f"The provider identifies itself as issuer {iss[:200]!r}, but this secret has no issuer URL to check "
+            "that against (RFC 9207). Set the secret's issuer URL if this is your provider."
+        )
+    if iss != config.issuer:
         raise AuthorizationFailed("The answer came from a different issuer than this secret's. Nothing was stored.")
+    return None
 
 
 def oauth2_authorization_complete(
@@ -123,6 +139,8 @@ def oauth2_authorization_complete(
     with transaction.atomic():
         attempt = _consume(state, secret_name, user, session_key)
     secret = attempt.secret
+    config = OAuth2Config.from_secret(secret)
+    issuer_warning = _check_issuer(config, params)
     error = params.get("error")
     if error:
         audit_record(
@@ -136,8 +154,6 @@ def oauth2_authorization_complete(
             raise AuthorizationFailed("Access was denied at the provider; nothing changed.")
         description = (params.get("error_description") or "")[:200]
         raise AuthorizationFailed(f"The provider answered '{error[:50]}'{f': {description}' if description else ''}.")
-    config = OAuth2Config.from_secret(secret)
-    _check_issuer(config, params)
     code = params.get("code")
     if not code:
         raise AuthorizationFailed("The provider's answer has no authorization code.")
@@ -165,6 +181,8 @@ def oauth2_authorization_complete(
         warnings.append(f"The provider granted fewer scopes than requested; missing: {' '.join(missing)}.")
     if identity_warning:
         warnings.append(identity_warning)
+    if issuer_warning:
+        warnings.append(issuer_warning)
     return AuthorizationOutcome(secret=secret, connection=connection, warnings=warnings)
 
 
@@ -202,32 +220,90 @@ def oauth2_connection_test(*, secret: Secret, acting_user=None) -> ProbeResult:
     return secret_probe(secret=secret, acting_user=acting_user)
 
 
-def oauth2_due_refreshes_claim(*, batch_size: int = 500) -> list[tuple[int, int]]:
-    """Connections whose proactive refresh time has come, as (id, version).
+#: How long a handed-out connection is left alone after its refresh time, in case its
+#: task is lost; a refresh (or a failure) sets the real next time long before.
+CLAIM_SECONDS = 10 * 60
+CLAIM_BATCH_SIZE = 500
 
-    Claimed by moving ``next_refresh_at`` forward, so the next beat does not hand them
-    out again while their refresh task waits in the queue.
-    """
-    now = timezone.now()
-    due = list(
-        OAuth2Connection.objects.filter(status=OAuth2Connection.Status.CONNECTED, next_refresh_at__lte=now)
-        .order_by("next_refresh_at")
-        .values_list("pk", "version")[:batch_size]
-    )
-    OAuth2Connection.objects.filter(pk__in=[pk for pk, _ in due], next_refresh_at__lte=now).update(
-        next_refresh_at=now + timedelta(minutes=10)
-    )
+
+def _due_refreshes_claim(*, until, claimed_until, batch_size: int) -> list[tuple[int, int, datetime]]:
+    """One batch of connections whose refresh time is before ``until``, as (id, version,
+    refresh time), claimed by moving ``next_refresh_at`` to ``claimed_until`` so that the
+    next beat run does not hand them out again while their tasks wait in the queue.
+    Rows another beat run is claiming at the same moment are skipped (PostgreSQL)."""
+    with transaction.atomic():
+        due = list(
+            OAuth2Connection.objects.select_for_update(skip_locked=True)
+            .filter(status=OAuth2Connection.Status.CONNECTED, next_refresh_at__lte=until)
+            .order_by("next_refresh_at")
+            .values_list("pk", "version", "next_refresh_at")[:batch_size]
+        )
+        OAuth2Connection.objects.filter(pk__in=[pk for pk, _, _ in due]).update(next_refresh_at=claimed_until)
     return due
 
 
-def oauth2_due_refreshes_schedule(*, enqueue, interval_seconds: float = 60.0) -> int:
-    """Hand every due connection to ``enqueue(connection_id, version, countdown)``, spread
-    at random over one beat interval so that thousands of connections issued together
-    do not reach a provider in the same second. Returns how many were handed out."""
-    due = oauth2_due_refreshes_claim()
-    for connection_id, version in due:
-        enqueue(connection_id, version, random.uniform(0, interval_seconds))
-    return len(due)
+def oauth2_due_refreshes_schedule(*, enqueue, interval_seconds: float | None = None) -> int:
+    """Hand every connection whose refresh time comes before the next beat run to
+    ``enqueue(connection_id, version, countdown)``. Returns how many were handed out.
+
+    ``interval_seconds``: how often beat runs this; by default read from its beat entry,
+    which an admin may change. Everything due is handed out, batch after batch, so ten
+    thousand connections issued together are all refreshed in time. Each connection is
+    refreshed at its own moment (its ``next_refresh_at``, already spread by
+    ``tokens.next_refresh_at``); those already late (beat was down, a backoff ended) are
+    spread at random over one interval, so they do not reach the provider in one burst.
+    """
+    if interval_seconds is None:
+        interval_seconds = proactive_refresh_interval_seconds()
+    until = timezone.now() + timedelta(seconds=interval_seconds)
+    claimed_until = until + timedelta(seconds=CLAIM_SECONDS)
+    handed_out = 0
+    while due := _due_refreshes_claim(until=until, claimed_until=claimed_until, batch_size=CLAIM_BATCH_SIZE):
+        now = timezone.now()
+        for connection_id, version, refresh_at in due:
+            countdown = (refresh_at - now).total_seconds()
+            enqueue(connection_id, version, countdown if countdown > 0 else random.uniform(0, interval_seconds))
+        handed_out += len(due)
+    return handed_out
+
+
+def oauth2_connection_client_changed(*, secret: Secret, changed: list[str], acting_user=None) -> bool:
+    """Let a connection the provider refused try again once the client settings changed.
+
+    ``invalid_client`` (a wrong or rotated client secret) moves a connection to "needs
+    re-authorization" although the user's grant may be intact. When client id, secret,
+    authentication or token URL changed and a refresh token is still stored, the
+    connection goes back to connected with its access token treated as expired: the
+    next use, or the beat job at once, refreshes. Success confirms the fix; another
+    refusal moves it back with the provider's reason. Returns whether it was reset.
+    """
+    if not CLIENT_FIELDS.intersection(changed):
+        return False
+    connection = OAuth2Connection.objects.filter(secret=secret).first()
+    if (
+        connection is None
+        or connection.status != OAuth2Connection.Status.NEEDS_REAUTHORIZATION
+        or not connection.has_refresh_token
+    ):
+        return False
+    now = timezone.now()
+    reset = OAuth2Connection.objects.filter(pk=connection.pk, version=connection.version).update(
+        status=OAuth2Connection.Status.CONNECTED,
+        version=F("version") + 1,
+        expires_at=now,
+        next_refresh_at=now,
+        last_error="The client settings changed; not verified yet: the next refresh tries them.",
+        last_error_at=None,
+    )
+    if reset:
+        audit_record(
+            acting_user=acting_user,
+            action="oauth2.client_changed",
+            target_type="secret",
+            target_name=secret.name,
+            detail={"changed": sorted(CLIENT_FIELDS.intersection(changed))},
+        )
+    return bool(reset)
 
 
 def oauth2_connection_refresh_due(*, connection_id: int, version: int) -> str:

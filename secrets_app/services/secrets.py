@@ -13,10 +13,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from secrets_app.app_settings import vault_settings
-from secrets_app.exceptions import ProbeFailed, VaultError
+from secrets_app.exceptions import ProbeFailed, RevocationFailed, VaultError
 from secrets_app.kinds import SECRET_KINDS
 from secrets_app.kinds.base import CleanedSecret, ProbeResult, SecretKind
-from secrets_app.models import Secret
+from secrets_app.models import OAuth2Connection, Secret
 from secrets_app.services.audit import audit_record
 
 
@@ -75,6 +75,10 @@ def secret_create(
         created_by=_user(acting_user),
         updated_by=_user(acting_user),
     )
+    if kind == "oauth2":
+        # The connections manager lists connections: one never connected shows there as
+        # "not connected", instead of being missing.
+        OAuth2Connection.objects.create(secret=secret)
     audit_record(
         acting_user=acting_user,
         actor_label=actor_label,
@@ -118,6 +122,10 @@ def secret_update(
         target_name=secret.name,
         detail={"changed": changed},
     )
+    if secret.kind == "oauth2":
+        from secrets_app.services.oauth2 import oauth2_connection_client_changed
+
+        oauth2_connection_client_changed(secret=secret, changed=changed, acting_user=acting_user)
     return changed
 
 
@@ -136,11 +144,12 @@ def secret_rename(*, secret: Secret, name: str, acting_user=None) -> None:
     )
 
 
-def secret_delete(*, secret: Secret, acting_user=None) -> list[str]:
+def secret_delete(*, secret: Secret, acting_user=None, force: bool = False) -> list[str]:
     """Delete a secret; an OAuth2 connection is revoked at the provider first.
 
-    Returns warnings (a revocation that failed); the secret is deleted either way, since
-    keeping a credential the user asked to remove would be worse.
+    When revocation fails the secret is kept (its tokens would stay valid at the provider
+    with nothing here to revoke them later) and RevocationFailed is raised, unless
+    ``force``: then it is deleted anyway and the failure is returned as a warning.
     """
     warnings = []
     if secret.kind == "oauth2":
@@ -149,6 +158,8 @@ def secret_delete(*, secret: Secret, acting_user=None) -> list[str]:
         try:
             oauth2_connection_revoke(secret=secret, acting_user=acting_user)
         except VaultError as exc:
+            if not force:
+                raise RevocationFailed(secret.name, str(exc)) from None
             warnings.append(f"Revocation at the provider failed: {exc}")
     with transaction.atomic():
         audit_record(
@@ -156,7 +167,7 @@ def secret_delete(*, secret: Secret, acting_user=None) -> list[str]:
             action="secret.delete",
             target_type="secret",
             target_name=secret.name,
-            detail={"kind": secret.kind, **({"warnings": warnings} if warnings else {})},
+            detail={"kind": secret.kind, **({"forced": True, "warnings": warnings} if warnings else {})},
         )
         secret.delete()
     return warnings

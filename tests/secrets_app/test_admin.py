@@ -87,12 +87,23 @@ def test_the_test_button_reports_and_records_the_result(admin_client, local_serv
     assert AuditEvent.objects.filter(action="secret.test", target_name="crm").exists()
 
 
-def test_deleting_is_audited(admin_client):
-    secret = secret_create(name="crm", kind="api_token", data={"token": "tok-abcdef-1"})
-    response = admin_client.post(CHANGELIST, {"action": "delete_selected_secrets", "_selected_action": [secret.pk]})
+def test_deleting_selected_secrets_asks_for_confirmation_then_deletes_and_audits(admin_client):
+    one = secret_create(name="one", kind="api_token", data={"token": "tok-abcdef-1"})
+    two = secret_create(name="two", kind="basic_auth", data={"username": "u", "password": "pw-12345"})
+    selected = {"action": "delete_selected_secrets", "_selected_action": [one.pk, two.pk]}
+    page = admin_client.post(CHANGELIST, selected)
+    assert page.status_code == 200 and Secret.objects.count() == 2  # nothing deleted yet
+    html = page.content.decode()
+    assert "Are you sure you want to delete these secrets?" in html
+    assert "<li>one (api_token)" in html and "<li>two (basic_auth)" in html
+    assert "tok-abcdef-1" not in html
+    response = admin_client.post(CHANGELIST, {**selected, "post": "yes"})
     assert response.status_code == 302
     assert not Secret.objects.exists()
-    assert AuditEvent.objects.filter(action="secret.delete", target_name="crm").exists()
+    assert set(AuditEvent.objects.filter(action="secret.delete").values_list("target_name", flat=True)) == {
+        "one",
+        "two",
+    }
 
 
 def test_staff_without_vault_permissions_cannot_see_secrets(client, django_user_model, db):

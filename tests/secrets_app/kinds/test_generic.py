@@ -38,6 +38,15 @@ class TestGeneric:
         with pytest.raises(ValidationError):
             secret_create(name="g", kind="generic", data={})
 
+    def test_it_does_not_authenticate_requests_by_itself(self, db):
+        """Its fields go where a flow puts them (a header template, a script); the contract's
+        real job for this kind is reading them, not sending a request."""
+        from secrets_app import api
+
+        secret_create(name="g", kind="generic", data={"secret": {"key": "k-123456"}})
+        with pytest.raises(WrongSecretKind, match="Secret 'g' is of kind 'generic'; it cannot authenticate"):
+            api.auth_for("g")
+
     def test_unknown_field_names_the_secret_and_kind(self, db):
         from secrets_app import api
 

@@ -44,10 +44,23 @@ class TestMySQL:
             with pytest.raises(pymysql.err.OperationalError, match="max_statement_time exceeded"):
                 cursor.execute("SELECT SLEEP(2)")
 
-    def test_required_tls_fails_against_a_server_without_it(self, db, mariadb):
+    def test_the_default_tls_mode_connects_to_a_server_without_tls(self, db, mariadb):
+        secret = secret_create(name="my", kind="mysql", data=mariadb)
+        assert secret.config["tls"] == "preferred"
+        result = secret_probe(secret=secret)
+        assert result.ok, result.summary
+
+    def test_disabled_tls_does_not_even_try_it(self, db, mariadb):
+        secret_create(name="my", kind="mysql", data={**mariadb, "tls": "disabled"})
+        with Vault().db_connection("my") as connection:
+            assert connection.ssl is False  # PyMySQL's flag: TLS would be attempted when True
+
+    def test_required_tls_fails_with_a_clear_error_against_a_server_without_it(self, db, mariadb):
         with pymysql.connect(**{k: mariadb[k] for k in ("host", "port", "user", "password")}) as connection:
             with connection.cursor() as cursor:
                 cursor.execute("SHOW VARIABLES LIKE 'have_ssl'")
                 has_tls = cursor.fetchone()[1] == "YES"
         result = secret_probe(secret=secret_create(name="my", kind="mysql", data={**mariadb, "tls": "required"}))
         assert result.ok is has_tls
+        if not has_tls:  # the machine's MariaDB (have_ssl=DISABLED)
+            assert "Server 127.0.0.1:3306 does not offer TLS, which this secret requires" in result.summary

@@ -1,13 +1,21 @@
 """The OAuth2 pages of the admin: redirect URI, manage tokens, connections manager."""
 
 from datetime import timedelta
+from html import unescape
 
 import pytest
+from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
+from oauth2_provider.models import AccessToken
 
-from secrets_app.models import OAuth2Connection
+from secrets_app.models import OAuth2Connection, Secret
+from secrets_app.services.secrets import secret_update
 from tests.conftest import OWNER, admin_login
+from tests.servers import RecordingServer, Reply
+
+CHANGELIST = reverse("admin:secrets_app_secret_changelist")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,6 +103,86 @@ def test_bulk_refresh_from_the_connections_manager(connected, admin_client, prov
         {"action": "refresh_selected", "_selected_action": ids},
     )
     assert len(provider.log.grants("refresh_token")) == 2
+
+
+def test_the_connections_manager_lists_secrets_never_connected(oauth2_secret, connected, admin_client):
+    oauth2_secret("fresh")
+    connected("live")
+    response = admin_client.get(reverse("admin:secrets_app_oauth2connection_changelist"), {"state": "not_connected"})
+    assert {connection.secret.name for connection in response.context["cl"].result_list} == {"fresh"}
+
+
+def delete_url(secret):
+    return reverse("admin:secrets_app_secret_delete", args=[secret.pk])
+
+
+@pytest.fixture
+def secret_deleter(django_user_model):
+    """Staff who may see and delete secrets, and nothing else."""
+    user = django_user_model.objects.create_user(username="deleter", password="deleter-password", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=["view_secret", "delete_secret"]))
+    return user
+
+
+@pytest.mark.parametrize("who", ["superuser", "secret deleter"])
+def test_deleting_a_connected_secret_from_its_page_revokes_at_the_provider_first(
+    who, connected, provider, client, admin_user, secret_deleter
+):
+    secret = connected()
+    client.force_login(admin_user if who == "superuser" else secret_deleter)
+    page = client.get(delete_url(secret))
+    html = page.content.decode()
+    assert page.status_code == 200 and "permission" not in html
+    assert "Its tokens are revoked at the provider (" in html
+    response = client.post(delete_url(secret), {"post": "yes"})
+    assert response.status_code == 302
+    assert [entry.token_type_hint for entry in provider.log.revocations()] == ["refresh_token", "access_token"]
+    assert not Secret.objects.filter(name="crm").exists() and not AccessToken.objects.exists()
+
+
+@pytest.fixture
+def revocation_down(connected):
+    """A connected secret whose provider answers revocation requests with 503."""
+    server = RecordingServer(lambda request: Reply(status=503))
+    secret = connected()
+    secret_update(secret=secret, data={**secret.config, "revocation_url": f"{server.url}/revoke"})
+    yield secret
+    server.stop()
+
+
+def test_when_revocation_fails_the_secret_is_kept_and_its_page_offers_delete_anyway(revocation_down, admin_client):
+    secret = revocation_down
+    response = admin_client.post(delete_url(secret), {"post": "yes"}, follow=True)
+    html = unescape(response.content.decode())
+    assert response.redirect_chain == [(f"{delete_url(secret)}?revocation_failed=1", 302)]
+    assert "Secret 'crm' was not deleted: revoking its tokens at the provider failed" in html
+    assert 'id="delete-anyway"' in html
+    assert OAuth2Connection.objects.get(secret=secret).has_refresh_token
+    assert not LogEntry.objects.filter(action_flag=DELETION).exists()
+    response = admin_client.post(delete_url(secret), {"post": "yes", "force": "yes"}, follow=True)
+    assert "Revocation at the provider failed" in unescape(response.content.decode())
+    assert not Secret.objects.filter(name="crm").exists()
+    assert LogEntry.objects.get(action_flag=DELETION).object_repr == str(secret)
+    assert AccessToken.objects.exists()  # still valid at the provider, as the page said
+
+
+def test_deleting_selected_secrets_says_what_is_revoked_and_offers_delete_anyway_for_failures(
+    revocation_down, oauth2_secret, admin_client
+):
+    fresh = oauth2_secret("fresh")
+    selected = {"action": "delete_selected_secrets", "_selected_action": [revocation_down.pk, fresh.pk]}
+    html = admin_client.post(CHANGELIST, selected).content.decode()
+    assert "<li>crm (oauth2): Its tokens are revoked at the provider (127.0.0.1:" in html
+    assert "<li>fresh (oauth2): Not connected: no tokens to revoke." in html
+    response = admin_client.post(CHANGELIST, {**selected, "post": "yes"})
+    html = unescape(response.content.decode())
+    assert response.status_code == 200 and "These secrets were not deleted" in html
+    assert "Secret 'crm' was not deleted" in html and 'id="delete-anyway"' in html
+    assert list(Secret.objects.values_list("name", flat=True)) == ["crm"]  # fresh is gone
+    response = admin_client.post(
+        CHANGELIST, {**selected, "_selected_action": [revocation_down.pk], "post": "yes", "force": "yes"}
+    )
+    assert response.status_code == 302 and not Secret.objects.exists()
 
 
 @pytest.mark.browser

@@ -8,7 +8,7 @@ from html import unescape
 import pytest
 from django.utils import timezone
 
-from secrets_app.models import OAuth2AuthorizationRequest, OAuth2Connection
+from secrets_app.models import AuditEvent, OAuth2AuthorizationRequest, OAuth2Connection
 from tests.provider import Browser, query
 from tests.servers import RecordingServer, Reply
 
@@ -136,6 +136,24 @@ def test_an_issuer_that_differs_by_a_trailing_slash_is_refused(oauth2_secret, br
     page = browser.get(back)
     assert page.status_code == 400 and "different issuer" in unescape(page.text)
     assert not OAuth2Connection.objects.filter(secret=secret, status="connected").exists()
+
+
+def test_an_error_answer_from_another_issuer_is_refused_as_an_issuer_mismatch(oauth2_secret, browser):
+    """A mix-up: another authorization server answers our attempt with an error of its own."""
+    oauth2_secret("crm")
+    state = query(browser.start("crm"))["state"]
+    page = browser.get(f"/oauth/crm/callback/?error=access_denied&state={state}&iss=https://other.example")
+    assert page.status_code == 400
+    assert "different issuer" in unescape(page.text) and "Access was denied" not in unescape(page.text)
+    assert not AuditEvent.objects.filter(action="oauth2.authorize_failed").exists()  # not this provider's error
+
+
+def test_a_provider_naming_its_issuer_to_a_secret_without_one_connects_with_a_warning(oauth2_secret, browser, provider):
+    secret = oauth2_secret("crm", issuer="")
+    response = browser.connect("crm")
+    assert response.status_code == 302 and connection(secret).status == "connected"
+    page = unescape(browser.get(response.headers["Location"]).text)
+    assert f"identifies itself as issuer '{provider.issuer}'" in page and "Set the secret's issuer URL" in page
 
 
 def test_a_missing_iss_is_refused_when_the_provider_supports_it(oauth2_secret, browser):

@@ -1,18 +1,22 @@
 """Using and keeping tokens: refresh on use, rotation, failures, revocation."""
 
-from datetime import timedelta
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 import pytest
+from celery.signals import before_task_publish
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, RefreshToken
 
 from project import outbound
+from project.celery import app as celery_app
 from secrets_app import api, signals
 from secrets_app.exceptions import NotConnected, ReauthorizationRequired, TokenEndpointUnavailable
 from secrets_app.models import AuditEvent, OAuth2Connection, Secret
 from secrets_app.services.oauth2 import oauth2_connection_revoke, oauth2_due_refreshes_schedule
-from secrets_app.services.secrets import secret_create, secret_delete
-from secrets_app.tasks import oauth2_refresh_connection
+from secrets_app.services.secrets import secret_create, secret_delete, secret_update
+from secrets_app.tasks import oauth2_refresh_connection, oauth2_refresh_due_connections
 from tests.servers import RecordingServer, Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,15 +46,18 @@ class TestRefreshOnUse:
         assert bearer(local_server.last) == token
         assert provider.log.grants("refresh_token") == []
 
+    @pytest.mark.parametrize("client_auth", ["basic", "post", "none"])
     def test_an_expired_token_is_refreshed_first_and_the_rotated_refresh_token_stored(
-        self, connected, provider, local_server
+        self, client_auth, connected, provider, local_server
     ):
-        secret = connected()
+        secret = connected(client_auth=client_auth)
         before = stored(secret)
         expire(secret)
         call_api("crm", local_server)
         after = stored(secret)
-        assert len(provider.log.grants("refresh_token")) == 1
+        (refresh,) = provider.log.grants("refresh_token")
+        assert refresh.basic_auth is (client_auth == "basic")
+        assert ("client_secret" in refresh.fields) is (client_auth == "post")
         assert bearer(local_server.last) == after.tokens["access_token"] != before.tokens["access_token"]
         assert after.tokens["refresh_token"] != before.tokens["refresh_token"]  # rotated, and saved
         assert after.version == before.version + 1 and after.expires_at > timezone.now()
@@ -118,6 +125,32 @@ class TestFailures:
             call_api("crm", local_server)
         assert len(provider.log.grants("refresh_token")) == 1  # no retries after the grant died
 
+    def test_fixing_the_client_secret_after_invalid_client_lets_the_stored_refresh_token_work_again(
+        self, connected, provider, local_server
+    ):
+        secret = connected()
+        right_secret = secret.values["client_secret"]
+        secret_update(secret=secret, data={**secret.config, "client_secret": "wrong-client-secret-1"})
+        expire(secret)
+        with pytest.raises(ReauthorizationRequired, match="invalid_client"):
+            call_api("crm", local_server)
+        assert stored(secret).status == "needs_reauthorization" and stored(secret).has_refresh_token
+
+        secret_update(secret=Secret.objects.get(pk=secret.pk), data={**secret.config, "client_secret": right_secret})
+        reset = stored(secret)
+        assert reset.status == "connected" and "not verified yet" in reset.last_error
+        assert AuditEvent.objects.filter(action="oauth2.client_changed", target_name="crm").exists()
+        call_api("crm", local_server)
+        assert bearer(local_server.last) == stored(secret).tokens["access_token"]
+        assert len(provider.log.grants("refresh_token")) == 2  # the refused one, then the one that worked
+        assert stored(secret).last_error == "" and AuditEvent.objects.filter(action="oauth2.recovered").exists()
+
+    def test_changing_other_settings_leaves_a_refused_connection_as_it_is(self, connected, local_server):
+        secret = connected()
+        OAuth2Connection.objects.filter(secret=secret).update(status="needs_reauthorization", last_error="x")
+        secret_update(secret=secret, data={**secret.config, "test_url": f"{local_server.url}/me"})
+        assert stored(secret).status == "needs_reauthorization"
+
     def test_reconnecting_recovers_and_says_so(self, connected, browser, provider):
         secret = connected()
         OAuth2Connection.objects.filter(secret=secret).update(
@@ -148,8 +181,7 @@ def token_endpoint_secret(server, name="flaky", **fields):
             **fields,
         },
     )
-    OAuth2Connection.objects.create(
-        secret=secret,
+    OAuth2Connection.objects.filter(secret=secret).update(
         status="connected",
         tokens={"access_token": "old-access-1", "refresh_token": "old-refresh-1"},
         expires_at=timezone.now() - timedelta(seconds=5),
@@ -232,13 +264,17 @@ class TestProviderAnswers:
 
 
 class TestRevocation:
+    @pytest.mark.parametrize("client_auth", ["basic", "post", "none"])
     def test_revoke_asks_the_provider_refresh_token_first_and_forgets_the_tokens(
-        self, connected, provider, local_server
+        self, client_auth, connected, provider, local_server
     ):
-        secret = connected()
+        secret = connected(client_auth=client_auth)
         note = oauth2_connection_revoke(secret=secret)
         assert "revoked at the provider" in note
-        assert [entry.token_type_hint for entry in provider.log.revocations()] == ["refresh_token", "access_token"]
+        revocations = provider.log.revocations()
+        assert [entry.token_type_hint for entry in revocations] == ["refresh_token", "access_token"]
+        assert all(entry.basic_auth is (client_auth == "basic") for entry in revocations)
+        assert all(("client_secret" in entry.fields) is (client_auth == "post") for entry in revocations)
         assert not AccessToken.objects.exists()
         assert stored(secret).status == "revoked" and stored(secret).tokens == {}
         with pytest.raises(NotConnected, match="was revoked"):
@@ -282,8 +318,84 @@ class TestClientCredentials:
         assert bearer(local_server.last) == stored(secret).tokens["access_token"]
 
 
+@contextmanager
+def published_refreshes():
+    """The refresh tasks the code under test sends to the broker: (connection id, eta).
+
+    Counted as they leave for the real broker (Celery's ``before_task_publish``), into a
+    queue of their own that no worker serves (the session's worker would run them, and
+    their failures would make the connections due again), deleted afterwards.
+    """
+    published = []
+    queue = f"published-refreshes-{time.monotonic_ns()}"
+
+    def record(sender=None, body=None, headers=None, **kwargs):
+        if sender == "secrets_app.tasks.oauth2_refresh_connection":
+            published.append((body[0][0], datetime.fromisoformat(headers["eta"])))
+
+    before_task_publish.connect(record, weak=False, dispatch_uid="published_refreshes")
+    default_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    try:
+        yield published
+    finally:
+        celery_app.conf.task_default_queue = default_queue
+        before_task_publish.disconnect(dispatch_uid="published_refreshes")
+        with celery_app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(queue)
+
+
+def oauth2_connections(prefix, count, *, refresh_at):
+    """``count`` connected OAuth2 secrets, the i-th due at ``refresh_at(i)``; returns {id: due time}."""
+    secrets = Secret.objects.bulk_create(
+        Secret(name=f"{prefix}-{number}", kind="oauth2", config={"token_url": "https://idp.example/token"})
+        for number in range(count)
+    )
+    connections = OAuth2Connection.objects.bulk_create(
+        OAuth2Connection(
+            secret=secret,
+            status="connected",
+            tokens={"access_token": "a", "refresh_token": "r"},
+            next_refresh_at=refresh_at(number),
+        )
+        for number, secret in enumerate(secrets)
+    )
+    return {connection.pk: connection.next_refresh_at for connection in connections}
+
+
 class TestProactiveRefresh:
-    def test_due_connections_are_refreshed_once_and_spread(self, connected, provider):
+    def test_every_connection_due_before_the_next_run_is_queued_once_at_its_own_moment(self):
+        """Ten thousand connections issued together: one beat run queues all those due
+        before the next run (the old cap was 500), each for its own refresh time."""
+        soon = timezone.now() + timedelta(seconds=20)  # still ahead once the rows exist
+        on_time = oauth2_connections("on-time", 9_000, refresh_at=lambda number: soon + timedelta(seconds=number % 30))
+        late = oauth2_connections("late", 1_000, refresh_at=lambda number: soon - timedelta(minutes=1))
+        later = oauth2_connections("later", 500, refresh_at=lambda number: soon + timedelta(minutes=5))
+        with published_refreshes() as published:
+            start = timezone.now()
+            oauth2_refresh_due_connections()  # the beat task, as beat's worker runs it
+            etas = dict(published)
+            assert len(published) == len(etas) == 10_000 and set(etas) == set(on_time) | set(late)
+            assert all(abs((etas[pk] - due).total_seconds()) < 5 for pk, due in on_time.items())
+            late_offsets = sorted((etas[pk] - start).total_seconds() for pk in late)
+            assert 0 <= late_offsets[0] and late_offsets[-1] <= 65  # spread over one interval...
+            assert late_offsets[100] < 10 and late_offsets[-100] > 50  # ...not sent at once
+            oauth2_refresh_due_connections()
+            assert len(published) == 10_000  # handed out once
+        assert not set(etas) & set(later)
+
+    def test_the_interval_is_read_from_the_beat_entry(self):
+        from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+        every_five_minutes, _ = IntervalSchedule.objects.get_or_create(every=300, period=IntervalSchedule.SECONDS)
+        PeriodicTask.objects.filter(name="Refresh expiring OAuth2 tokens").update(interval=every_five_minutes)
+        start = timezone.now()
+        (pk,) = oauth2_connections("due", 1, refresh_at=lambda number: start + timedelta(seconds=200))
+        with published_refreshes() as published:
+            oauth2_refresh_due_connections()
+        assert [connection_id for connection_id, _ in published] == [pk]
+
+    def test_due_connections_are_refreshed_once(self, connected, provider):
         secret = connected()
         OAuth2Connection.objects.filter(secret=secret).update(next_refresh_at=timezone.now() - timedelta(seconds=1))
         queued = []
