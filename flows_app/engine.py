@@ -37,7 +37,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
@@ -48,6 +47,7 @@ from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import STOP, StepContext, StepError, StepResult
+from project.heartbeat import Heartbeat
 from secrets_app.api import Vault
 from secrets_app.redaction import Redactor
 
@@ -90,36 +90,23 @@ class SecretsInTemplates:
         return self._vault.get_field(name, field)
 
 
-class _Heartbeat:
+class _Heartbeat(Heartbeat):
     """Extends the run's lease while it executes and notices cancellation and a lost lease."""
 
     def __init__(self, run_id: int, owner: str):
+        super().__init__(interval=flow_settings.run_lease_seconds / 3, name=f"flowgate-run-{run_id}")
         self.run_id, self.owner = run_id, owner
         self.cancelled = threading.Event()
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"flowgate-run-{run_id}", daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self):
-        interval = flow_settings.run_lease_seconds / 3
-        try:
-            while not self._stop.wait(interval):
-                lease = timezone.now() + timedelta(seconds=flow_settings.run_lease_seconds)
-                if not FlowRun.objects.filter(pk=self.run_id, lease_owner=self.owner).update(lease_expires_at=lease):
-                    self.lost.set()
-                    return
-                if FlowRun.objects.filter(pk=self.run_id, cancel_requested=True).exists():
-                    self.cancelled.set()
-        finally:
-            db_connection.close()
+    def beat(self) -> bool:
+        lease = timezone.now() + timedelta(seconds=flow_settings.run_lease_seconds)
+        if not FlowRun.objects.filter(pk=self.run_id, lease_owner=self.owner).update(lease_expires_at=lease):
+            self.lost.set()
+            return False
+        if FlowRun.objects.filter(pk=self.run_id, cancel_requested=True).exists():
+            self.cancelled.set()
+        return True
 
 
 class Engine:

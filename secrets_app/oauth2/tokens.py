@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, transaction
-from django.db import connections as db_connections
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from project.heartbeat import Heartbeat
 from secrets_app import signals
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import (
@@ -164,50 +163,25 @@ def _release_lease(connection: OAuth2Connection, owner: str) -> None:
     OAuth2Connection.objects.filter(pk=connection.pk, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
 
 
-class _LeaseKeeper:
-    """Extends a held lease every third of its length while the provider is being asked.
+class _LeaseKeeper(Heartbeat):
+    """Extends a held refresh lease while the provider is being asked.
 
     A token request can outlast the lease (connect and read timeouts apply per socket
     operation, and retries sleep in between); if the lease lapsed meanwhile, a second
     process would send the same refresh token and a provider with reuse protection would
-    revoke the grant. The heartbeat runs in a thread of this process, so the lease still
-    expires soon after the process dies and another one takes over.
-
-    Inside a caller's transaction there is no heartbeat, and none is needed: the lease
-    ``UPDATE`` keeps the row locked until that transaction ends, so no other process can
-    take the lease meanwhile (and a heartbeat would wait for that lock, held by the thread
-    waiting for it).
+    revoke the grant.
     """
 
     def __init__(self, connection_pk: int, owner: str):
+        super().__init__(interval=vault_settings.oauth2_refresh_lock_seconds / 3, name=f"oauth2-lease-{connection_pk}")
         self.connection_pk, self.owner = connection_pk, owner
-        self._stop = threading.Event()
-        self._thread = None
-        if not transaction.get_connection().in_atomic_block:
-            self._thread = threading.Thread(target=self._run, name=f"oauth2-lease-{connection_pk}", daemon=True)
 
-    def __enter__(self) -> _LeaseKeeper:
-        if self._thread is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(vault_settings.oauth2_refresh_lock_seconds / 3):
-                lease = timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds)
-                try:
-                    OAuth2Connection.objects.filter(pk=self.connection_pk, lease_owner=self.owner).update(
-                        lease_expires_at=timezone.now() + lease
-                    )
-                except DatabaseError as exc:  # try again at the next beat; the lease has 2/3 left
-                    logger.warning("Could not extend an OAuth2 refresh lease: %s", type(exc).__name__)
-        finally:
-            db_connections.close_all()  # this thread's own database connection, if it opened one
+    def beat(self) -> bool:
+        lease = timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds)
+        OAuth2Connection.objects.filter(pk=self.connection_pk, lease_owner=self.owner).update(
+            lease_expires_at=timezone.now() + lease
+        )
+        return True
 
 
 def _ask_provider(connection: OAuth2Connection, config: OAuth2Config) -> TokenResult:
