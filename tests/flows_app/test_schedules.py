@@ -1,6 +1,8 @@
 """Schedules fire through a real beat process and a real worker."""
 
 import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -42,5 +44,29 @@ def test_beat_fires_a_schedule_and_stops_when_the_flow_is_disabled(worker, tmp_p
         settled = scheduled_runs().count()
         time.sleep(4)
         assert scheduled_runs().count() == settled
+    finally:
+        beat.stop()
+
+
+def test_a_cron_schedule_fires_at_the_minute_in_its_own_time_zone(worker, tmp_path):
+    # Kolkata is UTC+05:30: these hours never match in UTC, so a run proves the time zone.
+    zone = ZoneInfo("Asia/Kolkata")
+    now = datetime.now(zone)
+    hours = sorted({now.hour, (now + timedelta(minutes=2)).hour})
+    spec = FlowSpec(
+        slug="minutely",
+        name="Minutely",
+        steps=[step_spec_from_data({"key": "tick", "kind": "transform", "value": "{{ trigger.n }}"})],
+        schedules=[ScheduleSpec(cron=f"* {','.join(map(str, hours))} * * *", timezone="Asia/Kolkata", input={"n": 1})],
+    )
+    flow_save(spec=spec)
+    beat = BeatProcess(schedule_file=tmp_path / "beat-schedule").start()
+    try:
+        runs = FlowRun.objects.filter(flow__slug="minutely", trigger="schedule", status="succeeded")
+        deadline = time.monotonic() + 75  # the next minute, and time to run
+        while not runs.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert runs.exists(), beat.log()[-3000:]
+        assert runs.first().queued_at.astimezone(zone).second < 15  # at the minute, not on an interval
     finally:
         beat.stop()
