@@ -222,6 +222,8 @@ class Engine:
         history = [] if first_pickup else list(run.step_runs.order_by("id"))
         attempts: dict[str, int] = {}
         for previous in history:  # the checkpoint: outputs so far, and attempts of a step awaiting retry
+            if previous.raw_output is not None:
+                redactor.learn(previous.raw_output, previous.output)
             value = previous.raw_output if previous.raw_output is not None else previous.output
             if previous.status == StepRun.Status.SUCCEEDED:
                 data["steps"][previous.step_key], attempts[previous.step_key] = value, 0
@@ -432,7 +434,7 @@ class Engine:
             flow=flow,
             trigger="call_flow",
             trigger_detail=f"{parent.flow.slug} #{parent.pk}",
-            input=input,
+            input=redactor.data(input),
             parent_run=parent,
             started_by=parent.started_by,
             status=FlowRun.Status.RUNNING,
@@ -441,6 +443,7 @@ class Engine:
             lease_expires_at=timezone.now() + timedelta(seconds=timeout + flow_settings.run_lease_seconds),
             pickups=1,
         )
+        child.input = input  # the child runs with the real values; only the stored copy is masked
         output = self._run(child, heartbeat=None, redactor=redactor, timeout=timeout)
         child.refresh_from_db()
         child.output = output  # the exact output (the stored one is redacted)

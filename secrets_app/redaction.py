@@ -65,3 +65,21 @@ class Redactor:
         if isinstance(value, (list, tuple)):
             return [self.data(item) for item in value]
         return value
+
+    def learn(self, raw: Any, redacted: Any) -> None:
+        """Add the values that ``redacted`` masks in ``raw`` (the same data, stored before
+        and after masking), so that a run taken up again by a new process masks what its
+        earlier steps revealed without revealing those secrets again."""
+        if isinstance(raw, str) and isinstance(redacted, str):
+            if MASK in redacted:
+                pieces = redacted.split(MASK)
+                masked = re.fullmatch("(.+?)".join(re.escape(piece) for piece in pieces), raw, re.S)
+                if masked:
+                    self.add(*masked.groups())
+        elif isinstance(raw, dict) and isinstance(redacted, dict):
+            for key, value in redacted.items():
+                if key in raw:
+                    self.learn(raw[key], value)
+        elif isinstance(raw, list) and isinstance(redacted, list):
+            for raw_item, redacted_item in zip(raw, redacted, strict=False):
+                self.learn(raw_item, redacted_item)

@@ -10,6 +10,7 @@ from flows_app.models import FlowRun
 from secrets_app.services.secrets import secret_create
 from tests.contracts import raw_database_text
 from tests.flows_app.conftest import make_flow, run_flow
+from tests.servers import RecordingServer, Reply
 
 pytestmark = pytest.mark.worker
 
@@ -67,3 +68,36 @@ def test_task_messages_carry_only_ids(worker, published):
     assert [run.pk] in [body[0] for body in bodies]
     assert not any("input-value-1234" in json.dumps(body) for body in bodies)
     assert FlowRun.objects.get(pk=run.pk).input == {"secretish": "input-value-1234"}
+
+
+def test_a_run_taken_up_again_still_masks_what_its_earlier_steps_revealed(worker, published):
+    """A parked retry resumes in a new pickup: the secrets from before must stay masked."""
+    secret_create(name="partner", kind="basic_auth", data={"username": "p", "password": PASSWORD})
+    answers = [Reply(status=429, headers={"Retry-After": "3"}), Reply(status=503)]
+    server = RecordingServer(lambda request: answers.pop(0) if answers else Reply(status=503))
+    try:
+        flow = make_flow(
+            "parked",
+            [
+                {"key": "reveal", "kind": "transform", "value": {"password": "{{ secrets.get_password('partner') }}"}},
+                {"key": "send", "kind": "http_request", "method": "POST", "url": server.url, "body_type": "json", "body": {"pw": "{{ steps.reveal.password }}"}, "max_attempts": 2},
+            ],
+        )
+        run = run_flow(flow, {})
+    finally:
+        server.stop()
+    assert run.pickups == 2 and run.status == "failed"  # parked after the 429, failed on the 503
+    assert json.loads(server.last.body) == {"pw": PASSWORD}
+    assert PASSWORD not in raw_database_text()
+    assert [step.input["body"] for step in run.step_runs.filter(step_key="send")] == [{"pw": "[secret]"}] * 2
+
+
+def test_a_called_flow_stores_its_input_masked(worker):
+    secret_create(name="partner", kind="basic_auth", data={"username": "p", "password": PASSWORD})
+    make_flow("child", [{"key": "length", "kind": "transform", "value": "{{ trigger.pw | length }}"}])
+    parent = make_flow("parent", [{"key": "call", "kind": "call_flow", "flow": "child", "input": {"pw": "{{ secrets.get_password('partner') }}"}}])
+    run = run_flow(parent, {})
+    assert run.status == "succeeded" and run.output == len(PASSWORD)  # the child got the real value
+    child = FlowRun.objects.get(parent_run=run)
+    assert child.input == {"pw": "[secret]"}
+    assert PASSWORD not in raw_database_text()
