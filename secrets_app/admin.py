@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from secrets_app.app_settings import vault_settings
-from secrets_app.exceptions import RevocationFailed, VaultError
+from secrets_app.exceptions import RevocationFailed, SecretInUse, VaultError
 from secrets_app.forms import secret_form_for
 from secrets_app.kinds import SECRET_KINDS
 from secrets_app.models import AuditEvent, OAuth2Connection, Secret
@@ -195,10 +195,6 @@ class SecretAdmin(admin.ModelAdmin):
             self.message_user(request, f"{obj.name}: {warning}", messages.WARNING)
         super().log_deletions(request, [logged])
 
-    def delete_queryset(self, request, queryset):
-        for secret in queryset:
-            self.delete_model(request, secret)
-
     def get_actions(self, request):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
@@ -219,6 +215,9 @@ class SecretAdmin(admin.ModelAdmin):
                 self.delete_model(request, secret)
             except RevocationFailed as exc:
                 errors[secret.pk] = str(exc)
+                continue
+            except SecretInUse as exc:  # "Delete anyway" cannot help: the user must go first
+                self.message_user(request, str(exc), messages.ERROR)
                 continue
             deleted.append(secret.name)
         if deleted:

@@ -85,6 +85,14 @@ class TokenEndpointUnavailable(OAuth2Error):
         super().__init__(message)
 
 
+class SecretInUse(VaultError):
+    """Deleting a secret stopped before anything happened: steps or triggers still use it."""
+
+    def __init__(self, name: str, users: list[str]):
+        self.name = name
+        super().__init__(f"Secret {name!r} was not deleted: it is used by {', '.join(users)}.")
+
+
 class RevocationFailed(OAuth2Error):
     """Deleting an OAuth2 secret stopped: its tokens would have stayed valid at the provider."""
 

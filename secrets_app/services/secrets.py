@@ -8,12 +8,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.db import transaction
-from django.db.models import Q
+from django.db import router, transaction
+from django.db.models import ProtectedError, Q
+from django.db.models.deletion import Collector
 from django.utils import timezone
 
 from secrets_app.app_settings import vault_settings
-from secrets_app.exceptions import ProbeFailed, RevocationFailed, VaultError
+from secrets_app.exceptions import ProbeFailed, RevocationFailed, SecretInUse, VaultError
 from secrets_app.kinds import SECRET_KINDS
 from secrets_app.kinds.base import CleanedSecret, ProbeResult, SecretKind
 from secrets_app.models import OAuth2Connection, Secret
@@ -147,10 +148,17 @@ def secret_rename(*, secret: Secret, name: str, acting_user=None) -> None:
 def secret_delete(*, secret: Secret, acting_user=None, force: bool = False) -> list[str]:
     """Delete a secret; an OAuth2 connection is revoked at the provider first.
 
-    When revocation fails the secret is kept (its tokens would stay valid at the provider
-    with nothing here to revoke them later) and RevocationFailed is raised, unless
-    ``force``: then it is deleted anyway and the failure is returned as a warning.
+    A secret that steps or triggers use is not deleted, and nothing is revoked
+    (SecretInUse). When revocation fails the secret is kept (its tokens would stay valid
+    at the provider with nothing here to revoke them later) and RevocationFailed is
+    raised, unless ``force``: then it is deleted anyway and the failure is returned as a
+    warning.
     """
+    try:
+        # Before revoking: a secret that cannot be deleted must keep its tokens.
+        Collector(using=router.db_for_write(Secret)).collect([secret])
+    except ProtectedError as exc:
+        raise SecretInUse(secret.name, sorted(str(user) for user in exc.protected_objects)) from None
     warnings = []
     if secret.kind == "oauth2":
         from secrets_app.services.oauth2 import oauth2_connection_revoke

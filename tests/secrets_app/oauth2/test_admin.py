@@ -13,6 +13,7 @@ from oauth2_provider.models import AccessToken
 from secrets_app.models import OAuth2Connection, Secret
 from secrets_app.services.secrets import secret_update
 from tests.conftest import OWNER, admin_login
+from tests.flows_app.conftest import make_flow
 from tests.servers import RecordingServer, Reply
 
 CHANGELIST = reverse("admin:secrets_app_secret_changelist")
@@ -183,6 +184,19 @@ def test_deleting_selected_secrets_says_what_is_revoked_and_offers_delete_anyway
         CHANGELIST, {**selected, "_selected_action": [revocation_down.pk], "post": "yes", "force": "yes"}
     )
     assert response.status_code == 302 and not Secret.objects.exists()
+
+
+def test_a_secret_that_a_step_uses_is_not_deleted_and_keeps_its_tokens(connected, oauth2_secret, provider, admin_client):
+    secret = connected()
+    make_flow("reads-crm", [{"key": "me", "kind": "http_request", "url": "https://crm.example.com/me", "secret": "crm"}])
+    unused = oauth2_secret("unused")
+    selected = {"action": "delete_selected_secrets", "_selected_action": [secret.pk, unused.pk], "post": "yes"}
+    response = admin_client.post(CHANGELIST, selected, follow=True)
+    html = unescape(response.content.decode())
+    assert "Secret 'crm' was not deleted: it is used by reads-crm.me." in html
+    assert "Deleted 1 secret(s): unused." in html
+    assert provider.log.revocations() == []
+    assert OAuth2Connection.objects.get(secret=secret).has_refresh_token
 
 
 @pytest.mark.browser
