@@ -1,7 +1,8 @@
 """The engine's periodic jobs, as django-celery-beat entries (editable in the admin)."""
 
-from django.conf import settings
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from flows_app.app_settings import flow_settings
 
 RECOVER = "Recover stalled flow runs"
 PRUNE = "Prune old flow runs"
@@ -11,7 +12,7 @@ def periodic_tasks_ensure(**kwargs) -> None:
     """Create the beat entries that do not exist yet; entries an admin changed stay."""
     if not PeriodicTask.objects.filter(name=RECOVER).exists():
         interval, _ = IntervalSchedule.objects.get_or_create(
-            every=getattr(settings, "FLOWGATE_RECOVER_INTERVAL_SECONDS", 30), period=IntervalSchedule.SECONDS
+            every=flow_settings.recover_interval_seconds, period=IntervalSchedule.SECONDS
         )
         PeriodicTask.objects.create(
             name=RECOVER,

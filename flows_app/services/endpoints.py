@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +24,6 @@ from flows_app.selectors import endpoint_get
 from flows_app.services.runs import flow_run_start, flow_run_start_once, flow_run_wait
 from flows_app.triggers import ENDPOINT_AUTH
 from flows_app.triggers.base import Caller, Forbidden, IncomingRequest, Unauthenticated
-
-logger = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 TEXT_TYPES = ("application/xml", "application/javascript")
@@ -58,7 +55,7 @@ class IncomingCall:
     """What the view hands over: the request's parts, and a reader for at most n bytes."""
 
     method: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # credentials
     query: Mapping[str, list[str]]
     content_type: str
     content_length: int | None

@@ -133,9 +133,7 @@ def flow_change_record(*, flow: Flow, acting_user, changed: list[str], created: 
     )
 
 
-def step_spec_from_data(
-    data: Mapping[str, Any], *, acting_user=None, secrets: Mapping[str, Secret] | None = None
-) -> StepSpec:
+def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None) -> StepSpec:
     """Validate one step as written in the ``apply`` file (common keys and the kind's fields)."""
     data = dict(data)
     errors: dict[str, list[str]] = {}
@@ -160,7 +158,7 @@ def step_spec_from_data(
     secret_name = data.pop("secret", None)
     secret = None
     if secret_name is not None:
-        secret = (secrets or {}).get(secret_name) or Secret.objects.filter(name=str(secret_name)).first()
+        secret = Secret.objects.filter(name=str(secret_name)).first()
         if secret is None:
             errors.setdefault("secret", []).append(f"There is no secret {secret_name!r}.")
     common = {

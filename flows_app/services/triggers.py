@@ -75,11 +75,7 @@ CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 def endpoint_headers_check(headers: Iterable[str], *, auth: str, config: Mapping[str, Any]) -> None:
     """Refuse passing the caller's credentials to the flow (they would be stored in its runs)."""
-    private = {*CREDENTIAL_HEADERS}
-    if auth == "api_key":
-        private.add(str(config.get("header", "")).lower())
-    if auth == "signature":
-        private.update({"x-hub-signature-256", "stripe-signature", "x-slack-signature", str(config.get("header", "")).lower()})
+    private = {*CREDENTIAL_HEADERS, *ENDPOINT_AUTH[auth].credential_headers(config)}
     refused = [header for header in headers if header.lower() in private]
     if refused:
         raise ValidationError(
@@ -255,7 +251,7 @@ def _whole_number(value: Any, *, low: int, high: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
 
-def endpoint_spec_from_data(data: Mapping[str, Any], *, secrets: Mapping[str, Secret] | None = None) -> EndpointSpec:
+def endpoint_spec_from_data(data: Mapping[str, Any]) -> EndpointSpec:
     """An endpoint trigger as written in the file; ValidationError keyed by its keys."""
     errors: dict[str, list[str]] = {}
     unknown = sorted(set(map(str, data)) - ENDPOINT_KEYS)
@@ -279,7 +275,7 @@ def endpoint_spec_from_data(data: Mapping[str, Any], *, secrets: Mapping[str, Se
         auth = dict(auth)
         auth_kind, secret_name = auth.pop("kind"), auth.pop("secret", None)
         if secret_name is not None:
-            secret = (secrets or {}).get(secret_name) or Secret.objects.filter(name=str(secret_name)).first()
+            secret = Secret.objects.filter(name=str(secret_name)).first()
             if secret is None:
                 errors["auth.secret"] = [f"There is no secret {secret_name!r}."]
         if "auth.secret" not in errors:

@@ -15,7 +15,7 @@ kind is checkpointed as soon as it finishes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flows_app import templating
@@ -60,7 +60,6 @@ class StepContext:
     data: dict[str, Any]
     engine: Engine
     secret_name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class StepKind:

@@ -19,6 +19,10 @@ class ApiKey(EndpointAuth):
     fields = (Field("header", "Header", default="X-API-Key", help_text="e.g. X-API-Key, or Authorization for a Bearer key."),)
 
     @classmethod
+    def credential_headers(cls, config):
+        return {str(config.get("header", "")).lower()}
+
+    @classmethod
     def validate(cls, config):
         if not HEADER_NAME.match(config["header"]):
             raise ValidationError({"header": "Not a valid HTTP header name."})

@@ -29,10 +29,9 @@ class IncomingRequest:
 
     method: str
     path: str
-    headers: Mapping[str, str]  # case-insensitive (Django's request.headers)
+    headers: Mapping[str, str] = field(repr=False)  # case-insensitive (Django's request.headers); credentials
     query: Mapping[str, list[str]]
-    body: bytes
-    content_type: str = ""
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,9 @@ class EndpointAuth:
     do_not_call_in_templates = True
 
     @classmethod
-    def field(cls, name: str) -> Field:
-        return next(item for item in cls.fields if item.name == name)
+    def credential_headers(cls, config: Mapping[str, Any]) -> set[str]:
+        """Headers, lower-cased, that carry this mode's credential besides Authorization."""
+        return set()
 
     @classmethod
     def clean_config(cls, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,10 @@ class Signature(EndpointAuth):
     )
 
     @classmethod
+    def credential_headers(cls, config):
+        return {"x-hub-signature-256", "stripe-signature", "x-slack-signature", str(config.get("header", "")).lower()}
+
+    @classmethod
     def validate(cls, config):
         if config["scheme"] == "generic":
             header = config.get("header", "")

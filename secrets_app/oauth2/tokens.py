@@ -178,10 +178,11 @@ class _LeaseKeeper(Heartbeat):
 
     def beat(self) -> bool:
         lease = timedelta(seconds=vault_settings.oauth2_refresh_lock_seconds)
-        OAuth2Connection.objects.filter(pk=self.connection_pk, lease_owner=self.owner).update(
-            lease_expires_at=timezone.now() + lease
+        return bool(
+            OAuth2Connection.objects.filter(pk=self.connection_pk, lease_owner=self.owner).update(
+                lease_expires_at=timezone.now() + lease
+            )
         )
-        return True
 
 
 def _ask_provider(connection: OAuth2Connection, config: OAuth2Config) -> TokenResult:
