@@ -10,6 +10,7 @@ import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -122,9 +123,23 @@ class FlowAdmin(admin.ModelAdmin):
     class Media:
         js = ("flows_app/kinds.js",)
 
-    @admin.display(description="Steps")
+    def get_queryset(self, request):
+        # What the list shows, in one query per page instead of four per row.
+        latest = FlowRun.objects.filter(flow=OuterRef("pk")).order_by("-queued_at")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                step_total=Count("steps", distinct=True),
+                last_run_pk=Subquery(latest.values("pk")[:1]),
+                last_run_status=Subquery(latest.values("status")[:1]),
+            )
+            .prefetch_related("endpoints", "schedules")
+        )
+
+    @admin.display(description="Steps", ordering="step_total")
     def step_count(self, obj):
-        return obj.steps.count()
+        return obj.step_total
 
     @admin.display(description="Triggers")
     def triggers(self, obj):
@@ -136,13 +151,12 @@ class FlowAdmin(admin.ModelAdmin):
 
     @admin.display(description="Last run")
     def last_run(self, obj):
-        run = obj.runs.order_by("-queued_at").first()
-        if run is None:
+        if obj.last_run_pk is None:
             return "-"
         return format_html(
             '<a href="{}">{}</a>',
-            reverse("admin:flows_app_flowrun_change", args=[run.pk]),
-            status_badge(run.status, run.get_status_display()),
+            reverse("admin:flows_app_flowrun_change", args=[obj.last_run_pk]),
+            status_badge(obj.last_run_status, FlowRun.Status(obj.last_run_status).label),
         )
 
     @admin.display(description="History")

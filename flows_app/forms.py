@@ -17,7 +17,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
-from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step
+from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step, comma_list
 from flows_app.services.flows import flow_steps_check, step_permission_check, step_secret_check
 from flows_app.services.specs import StepSpec
 from flows_app.services.triggers import (
@@ -216,8 +216,7 @@ class EndpointTriggerForm(KindConfigForm):
             return cleaned
         try:
             self.config = endpoint_auth_clean(auth=mode.slug, secret=cleaned.get("auth_secret"), config=data)
-            headers = [header.strip() for header in cleaned.get("pass_headers", "").split(",") if header.strip()]
-            endpoint_headers_check(headers, auth=mode.slug, config=self.config)
+            endpoint_headers_check(comma_list(cleaned.get("pass_headers", "")), auth=mode.slug, config=self.config)
         except ValidationError as exc:
             self.add_errors(ValidationError({"auth_secret" if name == "secret" else name: messages for name, messages in exc.message_dict.items()}), mode)
         return cleaned

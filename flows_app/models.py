@@ -100,6 +100,11 @@ def endpoint_auth_choices():
     return [(slug, mode.label) for slug, mode in ENDPOINT_AUTH.items()]
 
 
+def comma_list(text: str) -> list[str]:
+    """The names in a comma-separated field, trimmed, without empty ones."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 class EndpointTrigger(models.Model):
     """``/hooks/<path>``: an HTTP endpoint that starts the flow, protected by one mode."""
 
@@ -139,10 +144,10 @@ class EndpointTrigger(models.Model):
         return f"/hooks/{self.path}"
 
     def method_list(self) -> list[str]:
-        return [method.strip().upper() for method in self.methods.split(",") if method.strip()]
+        return [method.upper() for method in comma_list(self.methods)]
 
     def header_list(self) -> list[str]:
-        return [header.strip() for header in self.pass_headers.split(",") if header.strip()]
+        return comma_list(self.pass_headers)
 
 
 class ScheduleTrigger(models.Model):

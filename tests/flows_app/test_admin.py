@@ -262,3 +262,21 @@ def test_schedules_are_saved_with_their_beat_entry_and_show_the_next_run(admin_c
     data["schedules-0-cron"] = "61 * * * *"
     errors = form_errors(admin_client.post(ADD.replace("nightly", "x"), {**data, "slug": "other", "name": "other"}))
     assert any(error.startswith("cron: Schedule: Not a valid cron expression") for error in errors)
+
+
+@pytest.mark.django_db
+def test_the_flow_list_shows_steps_triggers_and_last_run_in_a_fixed_number_of_queries(admin_client, django_assert_max_num_queries):
+    from flows_app.services.specs import ScheduleSpec
+    from tests.flows_app.conftest import make_endpoint_flow
+
+    make_endpoint_flow("hook", {"path": "hook", "auth": {"kind": "open"}})
+    for number in range(3):
+        flow = make_flow(f"flow-{number}", [{"key": "a", "kind": "transform", "value": 1}, {"key": "b", "kind": "transform", "value": 2}], schedules=[ScheduleSpec(interval_seconds=60)])
+        execute(flow)
+    changelist = reverse("admin:flows_app_flow_changelist")
+    admin_client.get(changelist)  # sessions, permissions and content types cached
+    with django_assert_max_num_queries(12):
+        html = admin_client.get(changelist).content.decode()
+    assert html.count('<td class="field-step_count">2</td>') == 3
+    assert "/hooks/hook (open access)" in html and html.count("every 60 s") == 3
+    assert html.count(">Succeeded</strong></a>") == 3
