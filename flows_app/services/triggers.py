@@ -171,11 +171,20 @@ def _beat_name(schedule: ScheduleTrigger) -> str:
     return f"Flow {schedule.flow.slug}: schedule #{schedule.pk}"
 
 
+#: What schedules_sync sets on a beat entry.
+BEAT_ENTRY_FIELDS = ("name", "args", "enabled", "description", "interval_id", "crontab_id")
+
+
 @transaction.atomic
 def schedules_sync(*, flow: Flow) -> None:
-    """Create or update the beat entry of every schedule of ``flow``."""
+    """Create or update the beat entry of every schedule of ``flow``.
+
+    An entry that is already right is not saved: every save makes beat reload all its
+    entries.
+    """
     for schedule in flow.schedules.select_related("periodic_task"):
         entry = schedule.periodic_task or PeriodicTask(task=FIRE_TASK)
+        before = [getattr(entry, name) for name in BEAT_ENTRY_FIELDS] if entry.pk else None
         entry.name = _beat_name(schedule)
         entry.args = json.dumps([schedule.pk])
         entry.enabled = schedule.enabled and flow.enabled
@@ -196,7 +205,8 @@ def schedules_sync(*, flow: Flow) -> None:
                 timezone=zoneinfo.ZoneInfo(schedule.timezone),
             )
             entry.interval = None
-        entry.save()
+        if before != [getattr(entry, name) for name in BEAT_ENTRY_FIELDS]:
+            entry.save()
         if schedule.periodic_task_id != entry.pk:
             ScheduleTrigger.objects.filter(pk=schedule.pk).update(periodic_task=entry)
             schedule.periodic_task = entry

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from flows_app.models import EndpointTrigger, Flow, FlowRun, ScheduleTrigger
-from flows_app.services.triggers import schedule_fire, schedule_next_run
+from flows_app.services.triggers import schedule_fire, schedule_next_run, schedules_sync
 from project.config_as_code import ConfigError, config_apply, config_dump, config_export, config_load
 from secrets_app.services.secrets import secret_create
 
@@ -59,6 +59,9 @@ def test_applying_the_same_file_again_changes_nothing(secrets):
     entries = set(PeriodicTask.objects.values_list("pk", flat=True))
     assert [change.action for change in apply(DOCUMENT)] == ["unchanged"]
     assert set(PeriodicTask.objects.values_list("pk", flat=True)) == entries  # beat keeps its entries
+    changed = PeriodicTasks.last_change()
+    schedules_sync(flow=Flow.objects.get(slug="whoami"))  # as after a save in the admin
+    assert PeriodicTasks.last_change() == changed  # beat has nothing to reload
 
 
 def test_export_writes_the_triggers_back(secrets):
