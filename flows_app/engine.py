@@ -20,7 +20,8 @@ no finished effectful step runs twice.
 Retries. A step failing with a transient error (timeout, connection, 5xx, 429) is
 retried up to its ``max_attempts`` with exponential backoff and jitter, honouring
 ``Retry-After``. Short waits happen in place; longer ones park the run (``waiting``) and
-schedule the task again, freeing the worker.
+schedule the task again, freeing the worker. A called flow always waits in place, inside
+its caller's task.
 
 Redaction. Every secret value the run touches is registered in its ``Redactor`` and
 masked in what is stored: step inputs, outputs, errors, logs, the run's output.
@@ -336,9 +337,12 @@ class Engine:
                 pending.append(record)
                 flush()
                 attempts[step.key] = attempt
-                if delay <= INLINE_RETRY_SECONDS and delay < remaining:
+                # A called flow runs inside its caller's task: it waits there, never parked alone.
+                if delay < remaining and (delay <= INLINE_RETRY_SECONDS or run.parent_run_id):
                     time.sleep(delay)
                     continue
+                if run.parent_run_id:  # its retry would come after the deadline
+                    return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
                 self._park(run, delay)
                 return None
             data["steps"][step.key] = {"error": str(failure), "output": record.output}

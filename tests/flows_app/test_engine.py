@@ -261,6 +261,36 @@ def test_call_flow_runs_another_flow_and_uses_its_result(worker):
     assert child.flow.slug == "double" and child.status == "succeeded" and child.trigger == "call_flow"
 
 
+def test_a_called_flow_waits_for_a_long_retry_inside_its_callers_run(worker):
+    answers = [Reply(status=429, headers={"Retry-After": "3"}), Reply(body={"ok": True})]
+    server = RecordingServer(lambda request: answers.pop(0))
+    try:
+        make_flow("limited", [{"key": "fetch", "kind": "http_request", "url": server.url, "max_attempts": 2}])
+        caller = make_flow("caller", [{"key": "call", "kind": "call_flow", "flow": "limited"}])
+        run = run_flow(caller, {})
+    finally:
+        server.stop()
+    assert run.status == "succeeded" and run.output["body"] == {"ok": True}
+    child = FlowRun.objects.get(parent_run=run)
+    assert child.status == "succeeded" and child.pickups == 1  # never parked as a run of its own
+    assert steps_of(child) == [("fetch", "failed", 1), ("fetch", "succeeded", 2)]
+
+
+def test_a_called_flow_whose_retry_comes_after_its_timeout_fails_at_once(worker):
+    server = RecordingServer(lambda request: Reply(status=429, headers={"Retry-After": "30"}))
+    try:
+        make_flow("limited", [{"key": "fetch", "kind": "http_request", "url": server.url, "max_attempts": 2}], timeout_seconds=5)
+        caller = make_flow("caller", [{"key": "call", "kind": "call_flow", "flow": "limited"}])
+        started = time.monotonic()
+        run = run_flow(caller, {})
+    finally:
+        server.stop()
+    assert time.monotonic() - started < 5
+    assert run.status == "failed"
+    child = FlowRun.objects.get(parent_run=run)
+    assert child.status == "failed" and child.error == "The flow took longer than its timeout of 5 s." and child.pickups == 1
+
+
 def test_a_disabled_flow_does_not_start(worker):
     from flows_app.services.runs import FlowDisabled
 
