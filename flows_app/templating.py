@@ -28,11 +28,12 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from project.declarative import is_template
+
 MAX_RESULT_LENGTH = 1_000_000
 MAX_EXPONENT = 1000
 RENDER_SECONDS = 5
 _EXPRESSION = re.compile(r"^\s*\{\{(?P<expression>(?:(?!\}\}|\{\{|\{%).)*)\}\}\s*$", re.S)
-_MARKERS = ("{{", "{%", "{#")
 
 
 class TemplateFailed(Exception):
@@ -113,10 +114,6 @@ def _environment() -> FlowgateSandbox:
 
 
 ENVIRONMENT = _environment()
-
-
-def is_template(text: str) -> bool:
-    return isinstance(text, str) and any(marker in text for marker in _MARKERS)
 
 
 @functools.lru_cache(maxsize=4096)

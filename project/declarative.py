@@ -23,7 +23,12 @@ from django.core.validators import URLValidator
 
 FIELD_TYPES = ("text", "textarea", "code", "url", "integer", "number", "boolean", "choice", "mapping", "json", "list")
 _url_validator = URLValidator(schemes=["http", "https"])
-_TEMPLATE_MARKERS = ("{{", "{%")
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def is_template(value: Any) -> bool:
+    """Whether a value is Jinja text (an expression, a statement or a comment)."""
+    return isinstance(value, str) and any(marker in value for marker in _TEMPLATE_MARKERS)
 
 
 def _type_name(value: Any) -> str:
@@ -66,7 +71,7 @@ class DetailedJSONField(forms.JSONField):
             try:
                 json.loads(value)
             except ValueError as exc:
-                if self.bare_templates and any(marker in value for marker in _TEMPLATE_MARKERS):
+                if self.bare_templates and is_template(value):
                     return value.strip()
                 raise ValidationError(f"Not valid JSON: {exc}.") from None
         return super().to_python(value)
@@ -102,7 +107,7 @@ class Field:
         return value is None or (isinstance(value, (str, dict, list)) and len(value) == 0)
 
     def coerce(self, value: Any) -> Any:
-        if self.template and isinstance(value, str) and any(marker in value for marker in _TEMPLATE_MARKERS):
+        if self.template and is_template(value):
             return value  # typed when the step runs
         return getattr(self, f"_coerce_{self.type}")(value)
 
@@ -290,3 +295,17 @@ def clean_config(
     if errors:
         raise ValidationError(errors)
     return config
+
+
+def secret_kind_check(*, owner: str, kinds: tuple[str, ...], required: bool, secret: Any) -> None:
+    """Whether ``secret`` suits what ``owner`` (a step, an authentication mode) takes.
+
+    Raises ValidationError({"secret": ...}) naming the kinds it takes.
+    """
+    if secret is None:
+        if required:
+            raise ValidationError({"secret": f"{owner[:1].upper()}{owner[1:]} needs a secret ({', '.join(kinds)})."})
+        return
+    if secret.kind not in kinds:
+        allowed = ", ".join(kinds) or "no secret"
+        raise ValidationError({"secret": f"Secret {secret.name!r} is of kind {secret.kind!r}; {owner} takes: {allowed}."})

@@ -13,6 +13,7 @@ from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepS
 from flows_app.services.triggers import endpoints_save, schedules_save, schedules_sync
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import StepKind
+from project.declarative import secret_kind_check
 from secrets_app.models import Secret
 from secrets_app.services.audit import audit_record
 
@@ -24,13 +25,9 @@ def step_kind_get(kind: Any) -> type[StepKind]:
 
 
 def step_secret_check(kind_class: type[StepKind], secret: Secret | None) -> None:
-    if secret is None:
-        if kind_class.secret_required:
-            raise ValidationError({"secret": f"A {kind_class.label} step needs a secret ({', '.join(kind_class.secret_kinds)})."})
-        return
-    if secret.kind not in kind_class.secret_kinds:
-        allowed = ", ".join(kind_class.secret_kinds) or "none"
-        raise ValidationError({"secret": f"Secret {secret.name!r} is of kind {secret.kind!r}; a {kind_class.label} step takes: {allowed}."})
+    secret_kind_check(
+        owner=f"a {kind_class.label} step", kinds=kind_class.secret_kinds, required=kind_class.secret_required, secret=secret
+    )
 
 
 def step_permission_check(kind_class: type[StepKind], acting_user) -> None:

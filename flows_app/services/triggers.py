@@ -25,6 +25,7 @@ from flows_app.models import ENDPOINT_PATH, EndpointTrigger, Flow, FlowRun, Sche
 from flows_app.services.runs import flow_run_start_once
 from flows_app.services.specs import EndpointSpec, ScheduleSpec, spec_of, spec_values
 from flows_app.triggers import ENDPOINT_AUTH
+from project.declarative import secret_kind_check
 from secrets_app.models import Secret
 
 FIRE_TASK = "flows_app.tasks.flow_schedule_fire"
@@ -54,11 +55,10 @@ def endpoint_auth_clean(*, auth: Any, secret: Secret | None, config: Mapping[str
     if mode is None:
         raise ValidationError({"auth": f"Unknown authentication {auth!r}; use one of: {', '.join(ENDPOINT_AUTH)}."})
     errors: dict[str, list[str]] = {}
-    if mode.secret_kinds and secret is None:
-        errors["secret"] = [f"{mode.label} needs a secret ({', '.join(mode.secret_kinds)})."]
-    elif secret is not None and secret.kind not in mode.secret_kinds:
-        allowed = ", ".join(mode.secret_kinds) or "no secret"
-        errors["secret"] = [f"Secret {secret.name!r} is of kind {secret.kind!r}; {mode.label} takes: {allowed}."]
+    try:
+        secret_kind_check(owner=mode.label, kinds=mode.secret_kinds, required=bool(mode.secret_kinds), secret=secret)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     cleaned: dict[str, Any] = {}
     try:
         cleaned = mode.clean_config(config)

@@ -12,10 +12,9 @@ import re
 import requests
 from django.core.exceptions import ValidationError
 
-from flows_app import templating
 from flows_app.steps.base import StepError, StepKind, StepResult
 from project import outbound
-from project.declarative import Field
+from project.declarative import Field, is_template
 from secrets_app.exceptions import TokenEndpointUnavailable, VaultError
 from secrets_app.oauth2.client import retry_after_seconds
 
@@ -56,7 +55,7 @@ class HttpRequest(StepKind):
     def validate(cls, config, *, step_keys):
         errors = {}
         url = config["url"]
-        if not templating.is_template(url) and not url.lower().startswith(("http://", "https://")):
+        if not is_template(url) and not url.lower().startswith(("http://", "https://")):
             errors["url"] = "Enter an http or https URL (or a template)."
         try:
             parse_statuses(config["success_statuses"])

@@ -18,10 +18,9 @@ import psycopg
 import pymysql
 from django.core.exceptions import ValidationError
 
-from flows_app import templating
 from flows_app.steps.base import StepError, StepKind, StepResult
 from project import outbound
-from project.declarative import Field
+from project.declarative import Field, is_template
 from secrets_app.exceptions import VaultError
 
 #: MySQL errors worth another attempt: deadlock, lock wait timeout, lost connection.
@@ -63,7 +62,7 @@ class Sql(StepKind):
 
     @classmethod
     def validate(cls, config, *, step_keys):
-        if templating.is_template(config["query"]):
+        if is_template(config["query"]):
             raise ValidationError({"query": "Templates are not allowed in SQL text; pass values as parameters."})
         if not isinstance(config.get("parameters", []), (list, dict)):
             raise ValidationError({"parameters": "Parameters are an object or a list."})
