@@ -54,7 +54,12 @@ def status_badge(status: str, label: str):
 def pretty_json(value):
     if value in (None, "", {}, []):
         return "-"
-    return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))
+    return preformatted(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def require_run_permission(request) -> None:
+    if not request.user.has_perm("flows_app.run_flow"):
+        raise PermissionDenied
 
 
 class RequestUserInline(admin.StackedInline):
@@ -97,6 +102,9 @@ class ScheduleTriggerInline(admin.TabularInline):
     fields = ("enabled", "cron", "interval_seconds", "timezone", "input", "next_run")
     readonly_fields = ("next_run",)
     verbose_name_plural = "Schedules"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("periodic_task__interval", "periodic_task__crontab")
 
     @admin.display(description="Next run")
     def next_run(self, obj):
@@ -176,8 +184,7 @@ class FlowAdmin(admin.ModelAdmin):
 
     def run_view(self, request, pk):
         flow = get_object_or_404(Flow, pk=pk)
-        if not request.user.has_perm("flows_app.run_flow"):
-            raise PermissionDenied
+        require_run_permission(request)
         form = RunInputForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -286,20 +293,16 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
     def response_pretty(self, obj):
         return pretty_json(obj.response)
 
-    def _require_run_permission(self, request):
-        if not request.user.has_perm("flows_app.run_flow"):
-            raise PermissionDenied
-
     @admin.action(description="Re-run from the failed step")
     def rerun_selected(self, request, queryset):
-        self._require_run_permission(request)
+        require_run_permission(request)
         for run in queryset:
             new = flow_run_rerun(run=run, acting_user=request.user)
             self.message_user(request, f"Run #{run.pk} is re-running as #{new.pk}.")
 
     @admin.action(description="Cancel selected runs")
     def cancel_selected(self, request, queryset):
-        self._require_run_permission(request)
+        require_run_permission(request)
         for run in queryset:
             if flow_run_cancel(run=run, acting_user=request.user):
                 self.message_user(request, f"Run #{run.pk} cancelled.")
@@ -317,7 +320,7 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
         run = get_object_or_404(FlowRun, pk=pk)
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
-        self._require_run_permission(request)
+        require_run_permission(request)
         new = flow_run_rerun(run=run, acting_user=request.user)
         self.message_user(request, f"Re-running from the failed step as run #{new.pk}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[new.pk]))
@@ -325,7 +328,7 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
     def cancel_view(self, request, pk):
         run = get_object_or_404(FlowRun, pk=pk)
         if request.method == "POST":
-            self._require_run_permission(request)
+            require_run_permission(request)
             if flow_run_cancel(run=run, acting_user=request.user):
                 self.message_user(request, "Cancelled.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
