@@ -71,7 +71,7 @@ def main() -> None:
     from secrets_app.models import Secret
     from secrets_app.services.secrets import secret_create
 
-    api = harness.LocalApi(b'{"name": "Ada"}')
+    api = harness.local_api(b'{"name": "Ada"}')
 
     if not Secret.objects.filter(name="bench-signer").exists():
         secret_create(name="bench-signer", kind="rs256", data={"generate": True})

@@ -39,7 +39,7 @@ def main() -> None:
     from flows_app.services.specs import FlowSpec
     from project.celery import app
 
-    api = harness.LocalApi(b'{"ok": true}')
+    api = harness.local_api(b'{"ok": true}')
     api_url = f"{api.url}/ping"
 
     def flow(slug: str, steps: list[dict]) -> Flow:

@@ -15,15 +15,14 @@ import os
 import socket
 import statistics
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
+from tests.servers import RecordingServer, Reply  # noqa: E402  (the same local server as the tests)
 from tests.workers import ChildProcess, WorkerProcess  # noqa: E402  (the same child processes as the tests)
 
 ENVIRONMENT = {
@@ -82,30 +81,9 @@ def gunicorn(port: int) -> ChildProcess:
     )
 
 
-class LocalApi:
-    """A threaded HTTP server on loopback answering every GET with ``body`` (JSON)."""
-
-    def __init__(self, body: bytes):
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            wbufsize = 65536  # headers and body leave in one segment (no Nagle / delayed-ACK stall)
-
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
+def local_api(body: bytes) -> RecordingServer:
+    """A loopback HTTP server answering every request with ``body`` (JSON)."""
+    return RecordingServer(lambda request: Reply(body=body, headers={"Content-Type": "application/json"}))
 
 
 def free_port() -> int:
