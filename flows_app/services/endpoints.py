@@ -89,6 +89,11 @@ def _authenticate(trigger: EndpointTrigger, request: IncomingRequest) -> Caller:
         raise _error(403, "insufficient_scope", {"WWW-Authenticate": exc.challenge}) from None
 
 
+def _single_values(fields: Mapping[str, list[str]]) -> dict[str, str | list[str]]:
+    """Form or query fields as the flow sees them: a value, or a list when repeated."""
+    return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
+
+
 def _parsed_body(body: bytes, content_type: str) -> Any:
     """The body as the flow sees it: JSON data, form fields, or text."""
     if not body:
@@ -108,7 +113,7 @@ def _parsed_body(body: bytes, content_type: str) -> Any:
                 raise ValueError("the JSON is nested too deeply") from None
         if media_type == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode(charset), keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
-            return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
+            return _single_values(fields)
         if media_type.startswith("text/") or media_type in TEXT_TYPES or media_type.endswith("+xml"):
             return body.decode(charset)
     except json.JSONDecodeError as exc:
@@ -128,7 +133,7 @@ def _flow_input(trigger: EndpointTrigger, call: IncomingCall, body: Any, caller:
     return {
         "method": call.method,
         "path": trigger.path,
-        "query": {name: values[0] if len(values) == 1 else values for name, values in call.query.items()},
+        "query": _single_values(call.query),
         "headers": {name: call.headers[name] for name in trigger.header_list() if name in call.headers},
         "body": body,
         "caller": caller.as_input(),
@@ -192,9 +197,8 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
     else:
         finished = flow_run_wait(run=run, timeout=trigger.sync_timeout_seconds, for_response=True)
         if finished is None:
-            answer = Answer(
-                504, {"error": "timeout", "run_id": run.pk, "status_url": status_url(trigger, run)}, {"Location": status_url(trigger, run)}
-            )
+            url = status_url(trigger, run)
+            answer = Answer(504, {"error": "timeout", "run_id": run.pk, "status_url": url}, {"Location": url})
         else:
             answer = _flow_answer(trigger, finished)
     if replayed:

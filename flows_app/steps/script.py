@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from flows_app.steps.base import StepError, StepKind, StepResult
+from flows_app.steps.script_runner import script_source
 from project.declarative import Field
 from secrets_app.exceptions import VaultError
 
@@ -78,9 +79,8 @@ class Script(StepKind):
     def validate(cls, config, *, step_keys):
         if not scripts_enabled():
             raise ValidationError({"code": "Script steps are turned off on this installation (FLOWGATE_SCRIPT_STEPS_ENABLED)."})
-        source = "def __flowgate_script__(input, steps, secrets):\n" + "\n".join(f"    {line}" for line in config["code"].splitlines())
         try:
-            compile(source, "<script>", "exec")
+            compile(script_source(config["code"]), "<script>", "exec")
         except SyntaxError as exc:
             raise ValidationError({"code": f"Line {(exc.lineno or 2) - 1}: {exc.msg}."}) from None
 

@@ -82,6 +82,11 @@ class Secrets:
         return self._call("decrypt_jwe", name, token)
 
 
+def script_source(code: str) -> str:
+    """The step's code as the body of the function this process calls (also used to check it on save)."""
+    return "def __flowgate_script__(input, steps, secrets):\n" + textwrap.indent(code or "pass", "    ") + "\n"
+
+
 def drop_root() -> None:
     if os.getuid() == 0:
         os.setgroups([])
@@ -97,7 +102,7 @@ def main() -> None:
     drop_root()
     job = json.loads(channel_in.readline())
     try:
-        source = "def __flowgate_script__(input, steps, secrets):\n" + textwrap.indent(job["code"] or "pass", "    ") + "\n"
+        source = script_source(job["code"])
         namespace = {"__name__": "__flowgate_script__"}
         exec(compile(source, "<script>", "exec"), namespace)  # noqa: S102  (this process exists to run it)
         result = namespace["__flowgate_script__"](job["input"], job["steps"], Secrets(channel_in, channel_out))
