@@ -309,3 +309,14 @@ def secret_kind_check(*, owner: str, kinds: tuple[str, ...], required: bool, sec
     if secret.kind not in kinds:
         allowed = ", ".join(kinds) or "no secret"
         raise ValidationError({"secret": f"Secret {secret.name!r} is of kind {secret.kind!r}; {owner} takes: {allowed}."})
+
+
+def is_whole_number(value: Any, *, low: int, high: int | None = None) -> bool:
+    """An int (not a bool, as YAML's true would be) from ``low`` to ``high``."""
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value and (high is None or value <= high)
+
+
+def unknown_keys(data: Mapping[Any, Any], known: set[str]) -> list[str]:
+    """Errors for keys of a mapping from the ``apply`` file that nothing reads ([] when none)."""
+    unknown = sorted(set(map(str, data)) - set(known))
+    return [f"Unknown keys: {', '.join(unknown)}; known: {', '.join(sorted(known))}."] if unknown else []

@@ -32,6 +32,7 @@ from flows_app.services.flows import flow_save, flow_steps_check, step_spec_from
 from flows_app.services.specs import FlowSpec
 from flows_app.services.triggers import triggers_export, triggers_from_data
 from flows_app.steps import STEP_KINDS
+from project.declarative import is_whole_number, unknown_keys
 from secrets_app.services.config import Change
 
 FLOW_KEYS = {"name", "description", "enabled", "timeout", "concurrency_limit", "error_handler", "steps", "triggers"}
@@ -47,9 +48,8 @@ def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
         raise ValidationError({"__all__": f"{slug!r} is not a valid flow slug: use letters, digits, '-' and '_'."}) from None
     if not isinstance(definition, Mapping):
         raise ValidationError({"__all__": "Expected a mapping with 'steps'."})
-    unknown = sorted(set(definition) - FLOW_KEYS)
-    if unknown:
-        errors["__all__"] = [f"Unknown keys: {', '.join(map(str, unknown))}; known: {', '.join(sorted(FLOW_KEYS))}."]
+    if unknown := unknown_keys(definition, FLOW_KEYS):
+        errors["__all__"] = unknown
     steps_data = definition.get("steps", [])
     if not isinstance(steps_data, list):
         raise ValidationError({"steps": "Expected a list of steps."})
@@ -86,7 +86,7 @@ def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
     if not isinstance(spec.enabled, bool):
         errors["enabled"] = ["Expected true or false."]
     for name, value in (("timeout", spec.timeout_seconds), ("concurrency_limit", spec.concurrency_limit)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "timeout" else 0):
+        if not is_whole_number(value, low=1 if name == "timeout" else 0):
             errors[name] = ["Expected a whole number" + (" of at least 1." if name == "timeout" else ".")]
     if errors:
         raise ValidationError(errors)

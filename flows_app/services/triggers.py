@@ -25,7 +25,7 @@ from flows_app.models import ENDPOINT_PATH, EndpointTrigger, Flow, FlowRun, Sche
 from flows_app.services.runs import flow_run_start_once
 from flows_app.services.specs import EndpointSpec, ScheduleSpec, spec_of, spec_values
 from flows_app.triggers import ENDPOINT_AUTH
-from project.declarative import secret_kind_check
+from project.declarative import is_whole_number, secret_kind_check, unknown_keys
 from secrets_app.models import Secret
 
 FIRE_TASK = "flows_app.tasks.flow_schedule_fire"
@@ -133,9 +133,7 @@ def schedule_clean(*, cron: Any, interval_seconds: Any, timezone_name: Any) -> t
                 crontab_validator(cron)
             except ValidationError as exc:
                 errors["cron"] = [f"Not a valid cron expression: {'; '.join(exc.messages)}"]
-    if interval_seconds is not None and (
-        isinstance(interval_seconds, bool) or not isinstance(interval_seconds, int) or interval_seconds < 1
-    ):
+    if interval_seconds is not None and not is_whole_number(interval_seconds, low=1):
         errors["interval_seconds"] = ["Expected a whole number of seconds, at least 1."]
     name = str(timezone_name or "UTC")
     try:
@@ -257,16 +255,11 @@ ENDPOINT_KEYS = {"kind", "path", "methods", "auth", "response", "sync_timeout", 
 SCHEDULE_KEYS = {"kind", "cron", "interval", "timezone", "input", "enabled"}
 
 
-def _whole_number(value: Any, *, low: int, high: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
-
-
 def endpoint_spec_from_data(data: Mapping[str, Any]) -> EndpointSpec:
     """An endpoint trigger as written in the file; ValidationError keyed by its keys."""
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(map(str, data)) - ENDPOINT_KEYS)
-    if unknown:
-        errors["__all__"] = [f"Unknown keys: {', '.join(unknown)}; known: {', '.join(sorted(ENDPOINT_KEYS))}."]
+    if unknown := unknown_keys(data, ENDPOINT_KEYS):
+        errors["__all__"] = unknown
     path = ""
     try:
         path = endpoint_path_check(data.get("path"))
@@ -298,9 +291,9 @@ def endpoint_spec_from_data(data: Mapping[str, Any]) -> EndpointSpec:
     if response not in EndpointTrigger.Response.values:
         errors["response"] = [f"Use one of: {', '.join(EndpointTrigger.Response.values)}."]
     sync_timeout, max_body_kb = data.get("sync_timeout", 30), data.get("max_body_kb", 1024)
-    if not _whole_number(sync_timeout, low=1, high=300):
+    if not is_whole_number(sync_timeout, low=1, high=300):
         errors["sync_timeout"] = ["Expected whole seconds from 1 to 300."]
-    if not _whole_number(max_body_kb, low=1, high=10240):
+    if not is_whole_number(max_body_kb, low=1, high=10240):
         errors["max_body_kb"] = ["Expected a whole number of KB from 1 to 10240."]
     headers = data.get("headers", [])
     if not isinstance(headers, list) or not all(isinstance(header, str) and header for header in headers):
@@ -331,9 +324,8 @@ def endpoint_spec_from_data(data: Mapping[str, Any]) -> EndpointSpec:
 
 def schedule_spec_from_data(data: Mapping[str, Any]) -> ScheduleSpec:
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(map(str, data)) - SCHEDULE_KEYS)
-    if unknown:
-        errors["__all__"] = [f"Unknown keys: {', '.join(unknown)}; known: {', '.join(sorted(SCHEDULE_KEYS))}."]
+    if unknown := unknown_keys(data, SCHEDULE_KEYS):
+        errors["__all__"] = unknown
     cron, interval, zone = "", None, "UTC"
     try:
         cron, interval, zone = schedule_clean(
