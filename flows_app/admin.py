@@ -32,7 +32,8 @@ from flows_app.forms import (
 )
 from flows_app.models import ClientPolicy, EndpointTrigger, Flow, FlowRun, ScheduleTrigger, Step, StepRun
 from flows_app.services.flows import flow_change_record
-from flows_app.services.runs import FlowDisabled, flow_run_cancel, flow_run_rerun, flow_run_start
+from flows_app.services.access import access_problems, flow_bindings_save, run_data_refusal
+from flows_app.services.runs import FlowDisabled, RunNotAllowed, flow_run_cancel, flow_run_rerun, flow_run_start
 from flows_app.services.triggers import schedule_next_run, schedules_sync
 from flows_app.steps import STEP_KINDS
 from flows_app.triggers import ENDPOINT_AUTH
@@ -63,10 +64,14 @@ def require_run_permission(request) -> None:
 
 
 class RequestUserInline(admin.StackedInline):
-    """An inline whose form knows the request's user (permissions some kinds need)."""
+    """An inline whose form knows the request's user (permissions and grants it needs)."""
+
+    common_fields = None
 
     def get_formset(self, request, obj=None, **kwargs):
-        formset = super().get_formset(request, obj, fields=self.common_fields, **kwargs)
+        if self.common_fields is not None:
+            kwargs["fields"] = self.common_fields
+        formset = super().get_formset(request, obj, **kwargs)
         formset.form = type(f"Request{formset.form.__name__}", (formset.form,), {"acting_user": request.user})
         return formset
 
@@ -124,7 +129,8 @@ class FlowAdmin(admin.ModelAdmin):
     list_filter = ("enabled",)
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
-    fields = ("name", "slug", "enabled", "description", "timeout_seconds", "concurrency_limit", "error_handler")
+    fields = ("name", "slug", "enabled", "description", "timeout_seconds", "concurrency_limit", "error_handler", "owner_label")
+    readonly_fields = ("owner_label",)
     inlines = [StepInline, EndpointTriggerInline, ScheduleTriggerInline]
     change_form_template = "admin/flows_app/flow/change_form.html"
 
@@ -171,8 +177,27 @@ class FlowAdmin(admin.ModelAdmin):
     def history_link(self, obj):
         return format_html('<a href="{}?flow__id__exact={}">runs</a>', reverse("admin:flows_app_flowrun_changelist"), obj.pk)
 
+    @admin.display(description="Runs as")
+    def owner_label(self, obj):
+        if obj is None or not obj.pk:
+            return "you: the flow will use your grants"
+        if obj.owner is None:
+            return "the operator (created by apply): the flow may use every secret"
+        return f"{obj.owner.get_username()}: the flow uses this user's grants"
+
+    def save_form(self, request, form, change):
+        flow = super().save_form(request, form, change)
+        if not change:
+            flow.owner = request.user  # before the inlines validate: they check the owner's grants
+        return flow
+
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
+        flow = form.instance
+        # The forms checked each row; this records the bindings, and refuses (rolling the
+        # whole save back) anything the rows could not see, such as a step deleted and re-added.
+        if problems := access_problems(flow_bindings_save(flow), [request.user, flow.owner]):
+            raise PermissionDenied(problems[0])
         schedules_sync(flow=form.instance)
         changed = list(form.changed_data) + (["steps"] if any(formset.has_changed() for formset in formsets) else [])
         if changed or not change:
@@ -189,7 +214,7 @@ class FlowAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 run = flow_run_start(flow=flow, input=form.cleaned_data["input"], trigger="admin", acting_user=request.user)
-            except FlowDisabled as exc:
+            except (FlowDisabled, RunNotAllowed) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(request, f"Run #{run.pk} started.", messages.SUCCESS)
@@ -234,6 +259,14 @@ class RunRecordDisplay:
         return False
 
 
+#: What a run stores of its data: shown only to users who may use the run's secrets.
+RUN_DATA_FIELDS = ("input_pretty", "output_pretty", "response_pretty", "logs_text")
+
+
+def run_data_hidden(request, run) -> bool:
+    return run is not None and run_data_refusal(request.user, run.secret_ids) is not None
+
+
 class StepRunInline(RunRecordDisplay, admin.TabularInline):
     model = StepRun
     extra = 0
@@ -241,6 +274,10 @@ class StepRunInline(RunRecordDisplay, admin.TabularInline):
     fields = ("step_key", "step_kind", "status_label", "attempt", "duration_ms", "input_pretty", "output_pretty", "error_text", "logs_text")
     readonly_fields = fields
     ordering = ["id"]
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return [name for name in fields if name not in RUN_DATA_FIELDS] if run_data_hidden(request, obj) else fields
 
     @admin.display(description="Logs")
     def logs_text(self, obj):
@@ -275,7 +312,16 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
         "parent_run",
         "rerun_of",
     )
-    readonly_fields = fields
+    readonly_fields = (*fields, "data_hidden")
+
+    def get_fields(self, request, obj=None):
+        if run_data_hidden(request, obj):
+            return ["data_hidden", *(name for name in self.fields if name not in RUN_DATA_FIELDS)]
+        return self.fields
+
+    @admin.display(description="Data")
+    def data_hidden(self, obj):
+        return "Inputs, outputs and logs are hidden: they need a use grant on every secret this run's flow binds."
 
     @admin.display(description="Run", ordering="id")
     def run_id(self, obj):
@@ -297,8 +343,12 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
     def rerun_selected(self, request, queryset):
         require_run_permission(request)
         for run in queryset:
-            new = flow_run_rerun(run=run, acting_user=request.user)
-            self.message_user(request, f"Run #{run.pk} is re-running as #{new.pk}.")
+            try:
+                new = flow_run_rerun(run=run, acting_user=request.user)
+            except RunNotAllowed as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Run #{run.pk} is re-running as #{new.pk}.")
 
     @admin.action(description="Cancel selected runs")
     def cancel_selected(self, request, queryset):
@@ -321,7 +371,11 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
         require_run_permission(request)
-        new = flow_run_rerun(run=run, acting_user=request.user)
+        try:
+            new = flow_run_rerun(run=run, acting_user=request.user)
+        except RunNotAllowed as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
         self.message_user(request, f"Re-running from the failed step as run #{new.pk}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[new.pk]))
 
@@ -334,7 +388,7 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
 
 
-class ClientPolicyInline(admin.StackedInline):
+class ClientPolicyInline(RequestUserInline):
     model = ClientPolicy
     form = ClientPolicyForm
     can_delete = True

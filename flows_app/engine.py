@@ -46,10 +46,12 @@ from django.utils import timezone
 from flows_app import notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, Step, StepRun
+from flows_app.services.access import flow_bound_secret_ids, flow_bound_secret_names, flow_run_refusal
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import STOP, StepContext, StepError, StepResult
 from project.heartbeat import Heartbeat
 from secrets_app.api import Vault
+from secrets_app.exceptions import VaultError
 from secrets_app.redaction import Redactor
 
 logger = logging.getLogger(__name__)
@@ -126,7 +128,7 @@ class Engine:
 
     def _claim(self, run_id: int) -> FlowRun | None:
         now = timezone.now()
-        run = FlowRun.objects.select_related("flow").filter(pk=run_id).first()
+        run = FlowRun.objects.select_related("flow", "flow__owner").filter(pk=run_id).first()
         if run is None or run.finished:
             return None
         held = run.status == FlowRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > now
@@ -211,7 +213,9 @@ class Engine:
         by_key = {step.key: step for step in steps}
         order = [step.key for step in steps]
         redactor = redactor if redactor is not None else Redactor()
-        vault = Vault(acting_user=run.started_by, actor_label=f"flow run {run.pk}", redactor=redactor, cache=True)
+        bound = flow_bound_secret_names(flow)
+        # The run acts for the flow's owner and reaches only the flow's bindings.
+        vault = Vault(acting_user=flow.owner, actor_label=f"flow run {run.pk}", redactor=redactor, allowed=bound, cache=True)
         data: dict[str, Any] = {
             "trigger": run.input,
             "steps": {},
@@ -258,6 +262,10 @@ class Engine:
             self._finish(run, status, output=redactor.data(last_output), error=redactor.text(error))
             return last_output
 
+        try:
+            vault.admit_all(bound)  # a withdrawn grant fails the run before its first step
+        except VaultError as exc:
+            return finish(FlowRun.Status.FAILED, str(exc))
         while next_key:
             if heartbeat is not None and (heartbeat.cancelled.is_set() or heartbeat.lost.is_set()):
                 if heartbeat.lost.is_set():
@@ -425,9 +433,11 @@ class Engine:
 
         Parent and child share one ``redactor``: a secret either touches is masked in both.
         """
-        flow = Flow.objects.filter(slug=slug).first()
+        flow = Flow.objects.select_related("owner").filter(slug=slug).first()
         if flow is None or not flow.enabled:
             raise StepError(f"There is no enabled flow {slug!r} to call.")
+        if refusal := flow_run_refusal(parent.flow.owner, flow):
+            raise StepError(refusal)
         depth, ancestor = 1, parent
         while ancestor.parent_run_id:
             depth += 1
@@ -441,6 +451,7 @@ class Engine:
             input=redactor.data(input),
             parent_run=parent,
             started_by=parent.started_by,
+            secret_ids=flow_bound_secret_ids(flow),
             status=FlowRun.Status.RUNNING,
             started_at=timezone.now(),
             lease_owner=self.owner,

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 
 from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step, comma_list
+from flows_app.services.access import access_problems, step_access_problems
 from flows_app.services.flows import flow_steps_check, step_permission_check, step_secret_check
 from flows_app.services.specs import StepSpec
 from flows_app.services.triggers import (
@@ -97,6 +98,11 @@ class KindConfigForm(forms.ModelForm):
         """How errors name this row."""
         raise NotImplementedError
 
+    def access_users(self) -> list:
+        """Who must be allowed what this row uses: the saving user and the flow's owner."""
+        flow = getattr(self.instance, "flow", None)
+        return [self.acting_user, flow.owner if flow is not None else None]
+
     def chosen_kind_data(self) -> tuple[Any, dict[str, Any]]:
         kind = self.kinds.get(self.cleaned_data.get(self.kind_field))
         if kind is None:
@@ -155,6 +161,9 @@ class StepForm(KindConfigForm):
                 check()
             except ValidationError as exc:
                 self.add_errors(exc, kind_class)
+        secret = cleaned.get("secret")
+        for problem in step_access_problems(kind_class, self.config, secret.name if secret else None, self.access_users()):
+            self.add_error("secret" if secret else None, f"{self.label()}: {problem}")
         if cleaned.get("on_error") == Step.OnError.GOTO and not cleaned.get("error_step_key"):
             self.add_error("error_step_key", f"{self.label()}: name the step to go to.")
         return cleaned
@@ -219,6 +228,9 @@ class EndpointTriggerForm(KindConfigForm):
             endpoint_headers_check(comma_list(cleaned.get("pass_headers", "")), auth=mode.slug, config=self.config)
         except ValidationError as exc:
             self.add_errors(ValidationError({"auth_secret" if name == "secret" else name: messages for name, messages in exc.message_dict.items()}), mode)
+        secret = cleaned.get("auth_secret")
+        for problem in access_problems([secret.name] if secret else [], self.access_users()):
+            self.add_error("auth_secret", f"{self.label()}: {problem}")
         return cleaned
 
 
@@ -241,6 +253,9 @@ class ScheduleTriggerForm(forms.ModelForm):
 
 
 class ClientPolicyForm(forms.ModelForm):
+    #: Set per request by the admin: signing tokens with a key needs a use grant on it.
+    acting_user = None
+
     class Meta:
         model = ClientPolicy
         fields = ["scopes", "audience", "token_lifetime_seconds", "signing_secret"]
@@ -261,6 +276,8 @@ class ClientPolicyForm(forms.ModelForm):
         secret = self.cleaned_data["signing_secret"]
         if secret.kind != "rs256" or not secret.values.get("private_key"):
             raise ValidationError(f"Secret {secret.name!r} must be an RS256 key pair with a private key.")
+        if problems := access_problems([secret.name], [self.acting_user]):
+            raise ValidationError(problems)
         return secret
 
 

@@ -12,6 +12,7 @@ keeps its values.
 """
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericRelation
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -52,6 +53,18 @@ class Flow(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="A flow that receives a summary of every failed run of this one.",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="owned_flows",
+        help_text="The flow runs with this user's grants. None: the operator's (created by apply).",
+    )
+    #: The secrets the flow uses (steps, templates, scripts, endpoint triggers), found on save.
+    bindings = GenericRelation(
+        "secrets_app.SecretBinding", content_type_field="holder_type", object_id_field="holder_id"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -208,6 +221,9 @@ class FlowRun(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    secret_ids = models.JSONField(
+        default=list, blank=True, help_text="The flow's bindings when the run started: who may see its data."
+    )
 
     class Meta:
         ordering = ["-queued_at", "-id"]

@@ -7,6 +7,10 @@ answer) is passed in as values and never rendered, so a caller cannot inject tem
 code. A string that is exactly one ``{{ expression }}`` yields the expression's value
 with its type (a dict stays a dict, a number a number); anything else renders to text.
 
+``secrets`` may appear only as ``secrets.get_password('name')`` or
+``secrets.get_field('name', 'field')`` with the name written out: the names are the
+flow's bindings, found on save (``secret_names``), and the only secrets a run may reach.
+
 Beyond Jinja's sandbox (no underscore attributes, no unsafe callables, a capped
 ``range``): repetition and powers that would build huge values are refused, rendered
 text is capped, and in a worker's main thread rendering has a wall-clock limit.
@@ -25,7 +29,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from project.declarative import is_template
@@ -128,10 +132,43 @@ def _compiled(text: str):
         raise TemplateFailed(f"line {exc.lineno}: {exc.message}") from None
 
 
+SECRET_READERS = ("get_password", "get_field")
+
+
+@functools.lru_cache(maxsize=4096)
+def secret_names(text: str) -> frozenset[str]:
+    """The secrets ``text`` reads. TemplateFailed where a name is computed at run time,
+    or ``secrets`` is used any other way (passed on, assigned, subscripted, filtered)."""
+    if not is_template(text) or "secrets" not in text:
+        return frozenset()
+    _compiled(text)  # syntax errors first, with their line
+    tree = ENVIRONMENT.parse(text)
+    names, reads = set(), set()
+    for call in tree.find_all(nodes.Call):
+        target = call.node
+        if not (isinstance(target, nodes.Getattr) and isinstance(target.node, nodes.Name) and target.node.name == "secrets"):
+            continue
+        if target.attr not in SECRET_READERS:
+            raise TemplateFailed(f"secrets.{target.attr} does not exist; use secrets.get_password('name') or secrets.get_field('name', 'field')")
+        first = call.args[0] if call.args else None
+        if not (isinstance(first, nodes.Const) and isinstance(first.value, str)) or call.dyn_args or call.kwargs:
+            raise TemplateFailed(
+                f"secrets.{target.attr} needs the secret's name written out, e.g. secrets.{target.attr}('crm'"
+                f"{', ' + repr('field') if target.attr == 'get_field' else ''}): a flow's secrets are fixed when it is "
+                "saved, not computed at run time"
+            )
+        names.add(first.value)
+        reads.add(id(target.node))
+    if any(name.name == "secrets" and id(name) not in reads for name in tree.find_all(nodes.Name)):
+        raise TemplateFailed("'secrets' can only be used as secrets.get_password('name') or secrets.get_field('name', 'field')")
+    return frozenset(names)
+
+
 def check(text: str) -> None:
-    """Raise TemplateFailed when ``text`` does not compile."""
+    """Raise TemplateFailed when ``text`` does not compile or reads secrets by computed names."""
     if is_template(text):
         _compiled(text)
+        secret_names(text)
 
 
 def check_all(value: Any) -> list[tuple[str, str]]:
@@ -143,6 +180,11 @@ def check_all(value: Any) -> list[tuple[str, str]]:
         except TemplateFailed as exc:
             problems.append((path, str(exc)))
     return problems
+
+
+def secret_names_in(value: Any) -> set[str]:
+    """``secret_names`` of every string inside ``value`` (already checked)."""
+    return {name for _path, text in _strings(value) for name in secret_names(text)}
 
 
 def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

@@ -10,7 +10,10 @@ when the provider could not revoke.
 import copy
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -21,12 +24,14 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from secrets_app import access
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import RevocationFailed, SecretInUse, VaultError
 from secrets_app.forms import secret_form_for
 from secrets_app.kinds import SECRET_KINDS
-from secrets_app.models import AuditEvent, OAuth2Connection, Secret
+from secrets_app.models import AuditEvent, OAuth2Connection, Secret, SecretGrant
 from secrets_app.selectors import secret_deletion_previews
+from secrets_app.services.grants import grant_give, grant_withdraw, grant_withdrawal_preview
 from secrets_app.services.oauth2 import (
     oauth2_connection_refresh,
     oauth2_connection_revoke,
@@ -45,15 +50,31 @@ from secrets_app.services.secrets import (
 STATUS_COLOURS = {"ok": "#2e7d32", "failing": "#c62828", "untested": "#757575"}
 
 
+class GrantForm(forms.Form):
+    """Give a grant to one user or one group."""
+
+    user = forms.ModelChoiceField(queryset=get_user_model().objects.filter(is_active=True), required=False)
+    group = forms.ModelChoiceField(queryset=Group.objects.all(), required=False)
+    level = forms.ChoiceField(choices=SecretGrant.Level.choices, initial=SecretGrant.Level.USE)
+
+    def clean(self):
+        cleaned = super().clean()
+        if bool(cleaned.get("user")) == bool(cleaned.get("group")):
+            raise ValidationError("Choose a user or a group (one of them).")
+        return cleaned
+
+
 @admin.register(Secret)
 class SecretAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "status_badge", "last_used_at", "updated_at")
+    list_display = ("name", "kind", "owner", "status_badge", "last_used_at", "updated_at")
     list_filter = ("kind", "status")
+    list_select_related = ("owner",)
     search_fields = ("name", "description")
     actions = ["test_selected", "delete_selected_secrets"]
     change_form_template = "admin/secrets_app/secret/change_form.html"
     delete_confirmation_template = "admin/secrets_app/secret/delete_confirmation.html"
     readonly_fields = (
+        "owner_label",
         "kind_label",
         "redirect_uri",
         "status_badge",
@@ -89,7 +110,7 @@ class SecretAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request, obj=None):
         kind_class = self._kind_class(request, obj)
-        general = ["name", "kind_label", "description"]
+        general = ["name", "kind_label", "description", "owner_label"]
         if kind_class.slug == "oauth2":
             general.append("redirect_uri")
         fieldsets = [
@@ -107,6 +128,28 @@ class SecretAdmin(admin.ModelAdmin):
                 )
             )
         return fieldsets
+
+    @admin.display(description="Owner")
+    def owner_label(self, obj):
+        if obj is None or not obj.pk:
+            return "you"
+        return obj.owner.get_username() if obj.owner_id else "the operator (only superusers and grants reach it)"
+
+    # -- per-secret access: model permissions choose the pages, grants the secrets -------
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and (obj is None or access.may_manage(request.user, obj))
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (obj is None or access.may_manage(request.user, obj))
+
+    def _manageable(self, request, queryset):
+        """The selected secrets this user may manage; the others are named in a message."""
+        allowed = access.secrets_visible_to_manage(request.user, queryset)
+        refused = sorted(set(queryset.values_list("name", flat=True)) - set(allowed.values_list("name", flat=True)))
+        if refused:
+            self.message_user(request, f"Skipped, you may not manage: {', '.join(refused)}.", messages.WARNING)
+        return allowed
 
     @admin.display(description="Kind")
     def kind_label(self, obj):
@@ -207,6 +250,7 @@ class SecretAdmin(admin.ModelAdmin):
         Secrets whose tokens could not be revoked are kept and shown again, with the
         reason and a "Delete anyway" button.
         """
+        queryset = self._manageable(request, queryset)
         if request.POST.get("post") != "yes":
             return self._delete_selected_confirmation(request, list(queryset), errors={})
         deleted, errors = [], {}
@@ -242,7 +286,7 @@ class SecretAdmin(admin.ModelAdmin):
 
     @admin.action(description="Test selected secrets", permissions=["change"])
     def test_selected(self, request, queryset):
-        for secret in queryset:
+        for secret in self._manageable(request, queryset):
             if not SECRET_KINDS[secret.kind].testable:
                 self.message_user(request, f"{secret.name}: this kind has nothing to test.", messages.INFO)
                 continue
@@ -263,6 +307,7 @@ class SecretAdmin(admin.ModelAdmin):
                 name="secrets_app_secret_oauth2_operation",
             ),
             path("<int:pk>/test/", self.admin_site.admin_view(self.test_view), name="secrets_app_secret_test"),
+            path("<int:pk>/grants/", self.admin_site.admin_view(self.grants_view), name="secrets_app_secret_grants"),
             path(
                 "<int:pk>/generate-key/",
                 self.admin_site.admin_view(self.generate_key_view),
@@ -300,6 +345,46 @@ class SecretAdmin(admin.ModelAdmin):
         else:
             self.message_user(request, f"{secret.name}: a new key pair was generated.", messages.SUCCESS)
         return self._back_to_change(secret)
+
+    # -- grants: who else may use or manage it ------------------------------------------
+
+    def grants_view(self, request, pk):
+        """List, give and withdraw grants; withdrawing first shows which flows would stop."""
+        secret = get_object_or_404(Secret.objects.select_related("owner"), pk=pk)
+        if not self.has_view_permission(request, secret):
+            raise PermissionDenied
+        can_manage = self.has_change_permission(request, secret)
+        form = GrantForm(request.POST if request.POST.get("action") == "give" else None)
+        confirm = None
+        if request.method == "POST":
+            if not can_manage:
+                raise PermissionDenied
+            if request.POST.get("action") == "give" and form.is_valid():
+                grant = grant_give(secret=secret, acting_user=request.user, **form.cleaned_data)
+                self.message_user(request, f"{grant.grantee_label} may now {grant.get_level_display().lower()}.", messages.SUCCESS)
+                return HttpResponseRedirect(request.path)
+            if request.POST.get("action") == "withdraw":
+                grant = get_object_or_404(SecretGrant, pk=request.POST.get("grant"), secret=secret)
+                if request.POST.get("confirm") != "yes":
+                    confirm = (grant, grant_withdrawal_preview(grant))
+                else:
+                    stopped = grant_withdraw(grant=grant, acting_user=request.user)
+                    note = f" These flows stop working: {', '.join(stopped)}." if stopped else ""
+                    self.message_user(request, f"Withdrawn from {grant.grantee_label}.{note}", messages.SUCCESS)
+                    return HttpResponseRedirect(request.path)
+        grants = secret.grants.select_related("user", "group", "granted_by")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": secret,
+            "title": f"Grants: {secret.name}",
+            "secret": secret,
+            "grants": [(grant, grant_withdrawal_preview(grant)) for grant in grants],
+            "form": form,
+            "confirm": confirm,
+            "can_manage": can_manage,
+        }
+        return TemplateResponse(request, "admin/secrets_app/secret/grants.html", context)
 
     # -- OAuth2: the manage-tokens page -----------------------------------------------
 
@@ -427,6 +512,9 @@ class OAuth2ConnectionAdmin(admin.ModelAdmin):
         if not request.user.has_perm("secrets_app.change_secret"):
             raise PermissionDenied
         for connection in queryset.select_related("secret"):
+            if not access.may_manage(request.user, connection.secret):
+                self.message_user(request, f"{connection.secret.name}: skipped, you may not manage it.", messages.WARNING)
+                continue
             try:
                 operation(secret=connection.secret, acting_user=request.user)
                 self.message_user(request, f"{connection.secret.name}: {verb}.", messages.SUCCESS)

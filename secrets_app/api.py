@@ -6,9 +6,11 @@
     token = api.sign_jws("hook-key", {"sub": "42"})
     with api.db_connection("warehouse") as connection: ...
 
-Module-level functions act as "python api". The flow engine makes a ``Vault`` per run
-with the run as actor and the run's ``Redactor``: every value a run touches is registered
-there and masked in what the run stores. Errors name the secret and its kind, never a
+Module-level functions act as "python api", the operator. The flow engine makes a
+``Vault`` per run acting for the flow's owner, limited to the flow's bindings, with the
+run's ``Redactor``: the owner's grants are checked where a secret is reached
+(``secrets_app.access``), and every value a run touches is registered in the redactor and
+masked in what the run stores. Errors name the secret and its kind, never a
 value. Plaintext handed to the caller (``get_password``, ``basic_auth``, a secret field
 from ``get_field``) is recorded as a reveal in the audit log.
 """
@@ -21,11 +23,16 @@ from typing import Any
 
 import requests
 
-from secrets_app import selectors
-from secrets_app.exceptions import SecretNotFound
+from secrets_app import access, selectors
+from secrets_app.exceptions import SecretAccessDenied, SecretNotFound
 from secrets_app.models import Secret
 from secrets_app.redaction import Redactor
+from secrets_app.services.grants import bindings_of, bindings_replace, bindings_resolve
 from secrets_app.services.secrets import secret_mark_used, secret_reveal_record
+
+# What flows_app needs besides the Vault: the access rules and the bindings it records.
+may_use, secrets_denied, secret_ids_denied = access.may_use, access.secrets_denied, access.secret_ids_denied
+user_label = access.user_label
 
 
 class BasicCredentials:
@@ -73,8 +80,9 @@ class _RecordingAuth(requests.auth.AuthBase):
 class Vault:
     """Access to secrets on behalf of one actor.
 
-    ``allowed``, when given, limits which secret names this vault hands out (a script
-    step gets only the secrets it names). ``cache`` keeps each secret for the vault's
+    ``acting_user`` is whose grants apply (None: the operator, who may use everything).
+    ``allowed``, when given, limits which secret names this vault hands out (a flow's
+    bindings; a script step's own list). ``cache`` keeps each secret for the vault's
     lifetime (one run); the module-level vault reads afresh every time. With a
     ``redactor``, every value touched is registered in it.
     """
@@ -95,17 +103,34 @@ class Vault:
         self._cache: dict[str, Secret] | None = {} if cache else None
 
     def secret(self, name: str) -> Secret:
-        if not isinstance(name, str) or (self.allowed is not None and name not in self.allowed):
+        if not isinstance(name, str):
             raise SecretNotFound(str(name))
+        if self.allowed is not None and name not in self.allowed:
+            raise SecretAccessDenied(name, "it is not among the secrets this flow binds (saved with the flow)")
         secret = self._cache.get(name) if self._cache is not None else None
         if secret is None:
             secret = selectors.secret_get(name=name)
-            if self._cache is not None:
-                self._cache[name] = secret
-            if self.redactor is not None:
-                self.redactor.add(*secret.handler.secret_strings())
+            self._admit([secret])
         secret_mark_used(secret=secret)
         return secret
+
+    def admit_all(self, names: Iterable[str]) -> None:
+        """Load and check every named secret at once (a run's bindings, at its start).
+
+        SecretNotFound or SecretAccessDenied for the first that cannot be used, so a run
+        whose owner lost a grant fails before its first step, naming the secret.
+        """
+        self._admit(bindings_resolve(names))
+
+    def _admit(self, secrets: list[Secret]) -> None:
+        denied = access.secrets_denied(self.acting_user, secrets)
+        if denied:
+            raise SecretAccessDenied(denied[0].name, f"{access.user_label(self.acting_user)} holds no use grant for it")
+        for secret in secrets:
+            if self._cache is not None:
+                self._cache[secret.name] = secret
+            if self.redactor is not None:
+                self.redactor.add(*secret.handler.secret_strings())
 
     def _reveal(self, secret: Secret, field: str) -> None:
         secret_reveal_record(secret=secret, field=field, acting_user=self.acting_user, actor_label=self.actor_label)

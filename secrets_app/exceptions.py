@@ -4,6 +4,8 @@
     ├── SecretNotFound              no secret with that name
     ├── WrongSecretKind             the secret exists but its kind cannot do what was asked
     ├── SecretMisconfigured         stored configuration cannot be used (e.g. no private key)
+    ├── SecretAccessDenied          the acting user (a flow's owner) holds no grant for it,
+    │                               or the secret is not among the flow's bindings
     ├── EncryptionKeyError          ciphertext cannot be decrypted with the configured keys
     ├── JoseError                   signing, verification, encryption or decryption failed
     │   └── TokenRejected           a JWT/JWS failed verification (signature, time, claims)
@@ -39,6 +41,12 @@ class WrongSecretKind(VaultError):
 
 class SecretMisconfigured(VaultError):
     pass
+
+
+class SecretAccessDenied(VaultError):
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        super().__init__(f"Secret {name!r} cannot be used here: {reason}.")
 
 
 class EncryptionKeyError(VaultError):

@@ -4,9 +4,15 @@ A ``Secret`` is a named credential of one kind (``secrets_app.kinds``). Non-secr
 (a user name, a URL, a header name) live in ``config``; everything secret lives in
 ``values``, encrypted by its field. ``AuditEvent`` rows record who changed or revealed
 what and when, never a value.
+
+Access (``secrets_app.access``): a secret has an ``owner`` and ``SecretGrant`` rows; a
+``SecretBinding`` records that something (a flow) uses a secret on its owner's behalf.
 """
 
 from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
@@ -46,6 +52,14 @@ class Secret(models.Model):
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_secrets",
+        help_text="May use and manage it, and grant others. None: the operator's (apply, the Python API).",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -62,6 +76,63 @@ class Secret(models.Model):
         from secrets_app.kinds import SECRET_KINDS
 
         return SECRET_KINDS[self.kind](self)
+
+
+class SecretGrant(models.Model):
+    """Lets one user or one group use (or also manage) one secret."""
+
+    class Level(models.TextChoices):
+        USE = "use", "Use in flows"
+        MANAGE = "manage", "Use and manage (change, test, connect, delete, grant)"
+
+    secret = models.ForeignKey(Secret, on_delete=models.CASCADE, related_name="grants")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.USE)
+    granted_at = models.DateTimeField(default=timezone.now)
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["secret", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, group__isnull=True) | models.Q(user__isnull=True, group__isnull=False),
+                name="secrets_grant_user_or_group",
+            ),
+            models.UniqueConstraint(fields=["secret", "user"], name="secrets_grant_unique_user"),
+            models.UniqueConstraint(fields=["secret", "group"], name="secrets_grant_unique_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.grantee_label} may {self.level} {self.secret.name}"
+
+    @property
+    def grantee_label(self) -> str:
+        return f"user {self.user.get_username()}" if self.user_id else f"group {self.group.name}"
+
+
+class SecretBinding(models.Model):
+    """``holder`` (a flow) uses ``secret`` with the grants of the holder's ``owner``.
+
+    Written by the holder's app when the holder is saved; the vault lets a holder reach
+    only its bindings. Deleting a bound secret is refused (PROTECT) with the holders named.
+    """
+
+    secret = models.ForeignKey(Secret, on_delete=models.PROTECT, related_name="bindings")
+    holder_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    holder_id = models.PositiveBigIntegerField()
+    holder = GenericForeignKey("holder_type", "holder_id")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["holder_type", "holder_id", "secret"], name="secrets_binding_unique")
+        ]
+        indexes = [models.Index(fields=["holder_type", "holder_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.holder_type.name} {self.holder}"
 
 
 class AuditEvent(models.Model):

@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from secrets_app import access
 from secrets_app.exceptions import AuthorizationFailed, SecretNotFound, VaultError
 from secrets_app.selectors import published_jwks
 from secrets_app.services.oauth2 import oauth2_authorization_complete, oauth2_authorization_start, oauth2_secret_get
@@ -42,6 +43,8 @@ def oauth2_authorize(request, name: str):
         secret = oauth2_secret_get(name=name)
     except SecretNotFound as exc:
         return _error_page(request, str(exc), status=404)
+    if not access.may_manage(request.user, secret):
+        raise PermissionDenied
     if not request.session.session_key:
         request.session.save()
     try:

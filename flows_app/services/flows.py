@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from flows_app.models import STEP_KEY, Flow, Step
+from flows_app.services.access import access_problems, flow_bindings_save, step_access_problems
 from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec, spec_of, spec_values
 from flows_app.services.triggers import endpoints_save, schedules_save, schedules_sync
 from flows_app.steps import STEP_KINDS
@@ -94,7 +95,8 @@ def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tup
             return flow, "unchanged", []
         action = "update"
     else:
-        flow, changed, action = Flow(slug=spec.slug), ["created"], "create"
+        flow, changed, action = Flow(slug=spec.slug, owner=_user(acting_user)), ["created"], "create"
+    flow_access_check(flow=flow, spec=spec, acting_user=acting_user)
     flow.name, flow.description, flow.enabled = spec.name, spec.description, spec.enabled
     flow.timeout_seconds, flow.concurrency_limit, flow.error_handler = spec.timeout_seconds, spec.concurrency_limit, handler
     flow.save()
@@ -108,6 +110,7 @@ def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tup
     Step.objects.bulk_create(
         Step(flow=flow, position=position, **spec_values(step)) for position, step in enumerate(spec.steps)
     )
+    flow_bindings_save(flow)
     audit_record(
         acting_user=acting_user,
         actor_label=actor_label,
@@ -117,6 +120,27 @@ def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tup
         detail={"changed": changed},
     )
     return flow, action, changed
+
+
+def _user(acting_user):
+    return acting_user if getattr(acting_user, "is_authenticated", False) else None
+
+
+def flow_access_check(*, flow: Flow, spec: FlowSpec, acting_user) -> None:
+    """The saving user and the flow's owner must both be allowed every step's secrets and
+    called flows, and the endpoint triggers' secrets (``flows_app.services.access``)."""
+    users = [_user(acting_user), flow.owner]
+    errors: dict[str, list[str]] = {}
+    for index, step in enumerate(spec.steps):
+        secret_name = step.secret.name if step.secret is not None else None
+        if problems := step_access_problems(STEP_KINDS[step.kind], step.config, secret_name, users):
+            errors[f"steps[{index}]"] = problems
+    if spec.endpoints is not None:
+        names = {endpoint.auth_secret.name for endpoint in spec.endpoints if endpoint.auth_secret is not None}
+        if problems := access_problems(names, users):
+            errors["triggers"] = problems
+    if errors:
+        raise ValidationError(errors)
 
 
 def flow_change_record(*, flow: Flow, acting_user, changed: list[str], created: bool) -> None:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from flows_app import engine, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
+from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal
 from secrets_app.services.audit import audit_record
 
 #: How long an idempotency key names its first run (a retried call within it gets that run).
@@ -20,6 +21,10 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 class FlowDisabled(Exception):
     pass
+
+
+class RunNotAllowed(Exception):
+    """The user may not run that flow by hand (``flows_app.services.access``); str() says why."""
 
 
 def flow_run_start(
@@ -37,6 +42,8 @@ def flow_run_start(
     if enforce_enabled and not flow.enabled:
         raise FlowDisabled(f"Flow {flow.slug!r} is disabled.")
     user = acting_user if getattr(acting_user, "is_authenticated", False) else None
+    if refusal := flow_run_refusal(user, flow):
+        raise RunNotAllowed(refusal)
     run = FlowRun.objects.create(
         flow=flow,
         input=input if input is not None else {},
@@ -45,6 +52,7 @@ def flow_run_start(
         started_by=user,
         endpoint=endpoint,
         idempotency_key=idempotency_key,
+        secret_ids=flow_bound_secret_ids(flow),
     )
     # At once when the INSERT committed on its own; after the caller's transaction otherwise.
     transaction.on_commit(lambda: engine.enqueue_run(run.pk, 0))
@@ -140,6 +148,9 @@ def flow_run_rerun(*, run: FlowRun, acting_user=None) -> FlowRun:
             end -= 1  # every attempt of the step that failed runs again
     retried = lambda row: row.status == StepRun.Status.FAILED and row.next_step_key == row.step_key  # noqa: E731
     kept = [row for row in rows[:end] if not retried(row)]
+    user = acting_user if getattr(acting_user, "is_authenticated", False) else None
+    if refusal := flow_run_refusal(user, run.flow):
+        raise RunNotAllowed(refusal)
     with transaction.atomic():
         new = FlowRun.objects.create(
             flow=run.flow,
@@ -147,7 +158,8 @@ def flow_run_rerun(*, run: FlowRun, acting_user=None) -> FlowRun:
             trigger="rerun",
             trigger_detail=f"#{run.pk}",
             rerun_of=run,
-            started_by=acting_user if getattr(acting_user, "is_authenticated", False) else None,
+            started_by=user,
+            secret_ids=sorted(set(run.secret_ids) | set(flow_bound_secret_ids(run.flow))),
         )
         for step_run in kept:  # each still names the step that followed it: the chain resumes there
             step_run.pk, step_run.run = None, new

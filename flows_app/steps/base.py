@@ -99,6 +99,20 @@ class StepKind:
         return errors
 
     @classmethod
+    def secret_names(cls, config: Mapping[str, Any], secret_name: str | None) -> set[str]:
+        """The secrets a step of this kind binds: its ``secret`` and those its templates read."""
+        names = {secret_name} if secret_name else set()
+        for item in cls.fields:
+            if item.template and item.name in config:
+                names |= templating.secret_names_in(config[item.name])
+        return names
+
+    @classmethod
+    def called_flows(cls, config: Mapping[str, Any]) -> set[str]:
+        """Slugs of the flows a step of this kind runs (their runner needs permission)."""
+        return set()
+
+    @classmethod
     def validate(cls, config: dict[str, Any], *, step_keys: frozenset[str]) -> None:
         """Cross-field checks. Raise ValidationError({field: message})."""
 

@@ -17,6 +17,10 @@ class CallFlow(StepKind):
         Field("input", "Input", type="json", required=False, template=True),
     )
 
+    @classmethod
+    def called_flows(cls, config):
+        return {config["flow"]} if config.get("flow") else set()
+
     def execute(self, context):
         child = context.engine.call_flow(
             parent=context.run,

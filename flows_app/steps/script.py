@@ -84,6 +84,10 @@ class Script(StepKind):
         except SyntaxError as exc:
             raise ValidationError({"code": f"Line {(exc.lineno or 2) - 1}: {exc.msg}."}) from None
 
+    @classmethod
+    def secret_names(cls, config, secret_name):
+        return super().secret_names(config, secret_name) | set(config.get("secrets", []))
+
     def execute(self, context):
         if not scripts_enabled():
             raise StepError("Script steps are turned off on this installation.")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 
 from secrets_app.models import Secret
 from secrets_app.services.secrets import secret_create, secret_kind_get, secret_update
@@ -106,6 +106,8 @@ def secrets_apply(spec: Any, *, env: Mapping[str, str], acting_user=None) -> lis
         except ValidationError as exc:
             for field_name, messages in exc.message_dict.items():
                 errors[str(name) if field_name == "__all__" else f"{name}.{field_name}"] = messages
+        except PermissionDenied as exc:  # apply --as a user who may not manage it
+            errors[str(name)] = [str(exc)]
     if errors:
         raise ValidationError(errors)
     return changes

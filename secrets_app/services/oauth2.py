@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from secrets_app import access
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import (
     AuthorizationFailed,
@@ -52,6 +53,7 @@ def oauth2_secret_get(*, name: str) -> Secret:
 
 def oauth2_authorization_start(*, secret: Secret, user, session_key: str) -> str:
     """Record a new authorization attempt and return the provider URL to send the user to."""
+    access.require_manage(user, secret)
     config = OAuth2Config.from_secret(secret)
     if config.grant_type != "authorization_code":
         raise OAuth2Error(f"OAuth2 secret {secret.name!r} uses client credentials; it connects without a browser.")
@@ -188,6 +190,7 @@ def oauth2_authorization_complete(
 
 def oauth2_connection_refresh(*, secret: Secret, acting_user=None) -> OAuth2Connection:
     """Refresh now (or, for client credentials, fetch a token). Raises the refresh's error."""
+    access.require_manage(acting_user, secret)
     connection = tokens.connection_for(secret)
     config = OAuth2Config.from_secret(secret)
     if config.grant_type == "authorization_code" and not connection.has_refresh_token:
@@ -200,6 +203,7 @@ def oauth2_connection_refresh(*, secret: Secret, acting_user=None) -> OAuth2Conn
 
 def oauth2_connection_revoke(*, secret: Secret, acting_user=None) -> str:
     """Revoke at the provider and forget the tokens. Returns a note for the user."""
+    access.require_manage(acting_user, secret)
     connection = OAuth2Connection.objects.filter(secret=secret).first()
     if connection is None or not connection.tokens:
         return "There were no tokens to revoke."

@@ -13,6 +13,7 @@ from django.db.models import ProtectedError, Q
 from django.db.models.deletion import Collector
 from django.utils import timezone
 
+from secrets_app import access
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import ProbeFailed, RevocationFailed, SecretInUse, VaultError
 from secrets_app.kinds import SECRET_KINDS
@@ -75,6 +76,7 @@ def secret_create(
         values=cleaned.values,
         created_by=_user(acting_user),
         updated_by=_user(acting_user),
+        owner=_user(acting_user),
     )
     if kind == "oauth2":
         # The connections manager lists connections: one never connected shows there as
@@ -104,6 +106,7 @@ def secret_update(
 
     Returns the names of the fields that changed (nothing is written when none did).
     """
+    access.require_manage(acting_user, secret)
     cleaned = secret.handler.clean(data, CleanedSecret(config=dict(secret.config), values=dict(secret.values)))
     changed = secret_changed_fields(secret, cleaned)
     if description is not None and description != secret.description:
@@ -132,6 +135,7 @@ def secret_update(
 
 @transaction.atomic
 def secret_rename(*, secret: Secret, name: str, acting_user=None) -> None:
+    access.require_manage(acting_user, secret)
     old = secret.name
     name = _validate_name(name)
     if name == old:
@@ -154,6 +158,7 @@ def secret_delete(*, secret: Secret, acting_user=None, force: bool = False) -> l
     raised, unless ``force``: then it is deleted anyway and the failure is returned as a
     warning.
     """
+    access.require_manage(acting_user, secret)
     try:
         # Before revoking: a secret that cannot be deleted must keep its tokens.
         Collector(using=router.db_for_write(Secret)).collect([secret])
@@ -183,6 +188,7 @@ def secret_delete(*, secret: Secret, acting_user=None, force: bool = False) -> l
 
 def secret_probe(*, secret: Secret, acting_user=None) -> ProbeResult:
     """Run the kind's "Test" and record the outcome as the secret's status."""
+    access.require_manage(acting_user, secret)
     try:
         result = secret.handler.probe()
     except (ProbeFailed, VaultError) as exc:

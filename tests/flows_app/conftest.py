@@ -9,9 +9,11 @@ from flows_app.services.specs import FlowSpec
 from flows_app.services.triggers import endpoint_spec_from_data
 
 
-def make_flow(slug: str, steps: list[dict], **fields):
-    spec = FlowSpec(slug=slug, name=fields.pop("name", slug), steps=[step_spec_from_data(step) for step in steps], **fields)
-    return flow_save(spec=spec)[0]
+def make_flow(slug: str, steps: list[dict], *, acting_user=None, **fields):
+    """A flow saved through ``flow_save``, by the operator unless ``acting_user`` is given."""
+    steps = [step_spec_from_data(step, acting_user=acting_user) for step in steps]
+    spec = FlowSpec(slug=slug, name=fields.pop("name", slug), steps=steps, **fields)
+    return flow_save(spec=spec, acting_user=acting_user)[0]
 
 
 def run_flow(flow, input=None, *, timeout: float = 60, **kwargs) -> FlowRun:

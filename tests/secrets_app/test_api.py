@@ -3,7 +3,7 @@
 import pytest
 
 from secrets_app import api
-from secrets_app.exceptions import SecretNotFound, WrongSecretKind
+from secrets_app.exceptions import SecretAccessDenied, SecretNotFound, WrongSecretKind
 from secrets_app.services.secrets import secret_create
 
 
@@ -66,8 +66,8 @@ def test_use_updates_last_used(secrets):
     assert Secret.objects.get(name="partner").last_used_at is not None
 
 
-def test_a_vault_limited_to_some_names_hides_the_others(secrets):
+def test_a_vault_limited_to_some_names_refuses_the_others_by_name(secrets):
     vault = api.Vault(allowed={"partner"})
     assert vault.get_password("partner")
-    with pytest.raises(SecretNotFound):
+    with pytest.raises(SecretAccessDenied, match="'hook-key'.*not among the secrets this flow binds"):
         vault.sign_jws("hook-key", {})
