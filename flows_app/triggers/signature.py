@@ -91,7 +91,8 @@ class Signature(EndpointAuth):
     def _github(self, request, config, key) -> bytes | None:
         scheme, _, digest = request.headers.get("X-Hub-Signature-256", "").partition("=")
         presented = _hex(digest) if scheme == "sha256" else None
-        return self._verified(request.body, presented is not None and key.signature_matches(request.body, presented, digest="sha256"))
+        matched = presented is not None and key.signature_matches(request.body, presented, digest="sha256")
+        return self._verified(request.body, matched)
 
     @staticmethod
     def _fresh(timestamp: str, tolerance: int) -> bool:
