@@ -10,7 +10,7 @@ in the row's JSON configuration. Errors name the step (or endpoint) and the fiel
 
 from __future__ import annotations
 
-import json
+from project import jsonsafe
 from typing import Any, ClassVar
 
 from django import forms
@@ -291,6 +291,6 @@ class RunInputForm(forms.Form):
 
     def clean_input(self):
         try:
-            return json.loads(self.cleaned_data["input"])
+            return jsonsafe.loads(self.cleaned_data["input"])
         except ValueError as exc:
             raise ValidationError(f"Not valid JSON: {exc}.") from None

@@ -211,6 +211,9 @@ class FlowRun(models.Model):
     idempotency_key = models.CharField(
         max_length=64, blank=True, help_text="A digest of the caller's Idempotency-Key (or a schedule's message id)."
     )
+    caller = models.CharField(
+        max_length=64, blank=True, help_text="A digest of who called the endpoint; its status URL answers only them."
+    )
     queued_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

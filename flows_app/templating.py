@@ -32,6 +32,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from project import jsonsafe
 from project.declarative import is_template
 
 MAX_RESULT_LENGTH = 1_000_000
@@ -49,7 +50,7 @@ def _json(value: Any) -> str:
 
 
 def _from_json(text: str) -> Any:
-    return json.loads(text)
+    return jsonsafe.loads(text)
 
 
 def _b64encode(value: str | bytes) -> str:

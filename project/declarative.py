@@ -21,6 +21,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
+from project import jsonsafe
+
 FIELD_TYPES = ("text", "textarea", "code", "url", "integer", "number", "boolean", "choice", "mapping", "json", "list")
 _url_validator = URLValidator(schemes=["http", "https"])
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
@@ -69,7 +71,7 @@ class DetailedJSONField(forms.JSONField):
     def to_python(self, value):
         if isinstance(value, str) and value.strip():
             try:
-                json.loads(value)
+                jsonsafe.loads(value)
             except ValueError as exc:
                 if self.bare_templates and is_template(value):
                     return value.strip()
@@ -191,7 +193,7 @@ class Field:
         # A native value (from YAML, or already parsed by the form's JSONField); a string
         # here is a JSON string, not JSON text.
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)  # YAML has .nan and .inf; stored JSON cannot
         except (TypeError, ValueError):
             raise ValidationError("Not a JSON value.") from None
         return value

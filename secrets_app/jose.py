@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from jwcrypto import jwe, jwk, jws
 from jwcrypto.common import JWException, json_decode
 
-from project import outbound
+from project import jsonsafe, outbound
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import InsufficientScope, JoseError, SecretMisconfigured, TokenRejected
 
@@ -82,7 +82,7 @@ def verify(
     try:
         verifier.deserialize(token)
         verifier.verify(keys, alg=algorithm)
-        claims = json.loads(verifier.payload)
+        claims = jsonsafe.loads(verifier.payload)
     except (JWException, ValueError, TypeError, KeyError):
         raise TokenRejected("The token signature does not verify.") from None
     if not isinstance(claims, dict):
@@ -275,7 +275,7 @@ class _JwksCache:
                 limits=outbound.Limits(timeout=vault_settings.outbound_timeout_seconds, max_response_bytes=512 * 1024),
             )
             response.raise_for_status()
-            document = response.json()
+            document = jsonsafe.loads(response.content)
             keyset = jwk.JWKSet()
             for entry in document.get("keys", []):
                 if entry.get("kty") == "RSA" and entry.get("use", "sig") == "sig":

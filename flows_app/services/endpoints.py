@@ -4,13 +4,20 @@ The order of checks is part of the contract: an unknown path, a disabled trigger
 disabled flow all look the same (404); the method comes next (405); the body is read
 only up to the trigger's limit (413); then the caller must authenticate (401/403), and
 only an authenticated caller learns anything about the body (415, 400). A request that
-passes starts a run (or, with an ``Idempotency-Key`` seen within 24 h, finds the first
-run) and is answered at once (async: 202) or with the flow's respond step (sync).
+passes starts a run (or, with an ``Idempotency-Key`` or a signed delivery seen within
+24 h, finds the first run) and is answered at once (async: 202) or with the flow's
+respond step (sync).
+
+A run remembers a digest of who started it (``FlowRun.caller``), and its status URL
+answers only that caller; others get the 404 of a run that does not exist. A caller the
+mode cannot tell apart from others (open access, a shared signing key, a JWT without
+``sub`` or ``client_id``) gets a status URL with a token only this run's URL carries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,12 +25,14 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 from flows_app.models import EndpointTrigger, FlowRun
 from flows_app.selectors import endpoint_get
 from flows_app.services.runs import flow_run_start, flow_run_start_once, flow_run_wait
 from flows_app.triggers import ENDPOINT_AUTH
 from flows_app.triggers.base import Caller, Forbidden, IncomingRequest, Unauthenticated
+from project import jsonsafe
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 TEXT_TYPES = ("application/xml", "application/javascript")
@@ -107,10 +116,7 @@ def _parsed_body(body: bytes, content_type: str) -> Any:
             charset = value.strip().strip('"')
     try:
         if media_type == "application/json" or media_type.endswith("+json"):
-            try:
-                return json.loads(body.decode(charset))
-            except RecursionError:
-                raise ValueError("the JSON is nested too deeply") from None
+            return jsonsafe.loads(body.decode(charset))
         if media_type == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode(charset), keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
             return _single_values(fields)
@@ -118,6 +124,8 @@ def _parsed_body(body: bytes, content_type: str) -> Any:
             return body.decode(charset)
     except json.JSONDecodeError as exc:
         raise _error(400, "malformed_json", detail=f"{exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+    except jsonsafe.JsonRefused as exc:
+        raise _error(400, "malformed_json", detail=f"{exc}.") from None
     except (UnicodeDecodeError, LookupError):
         raise _error(400, "malformed_body", detail=f"The body is not valid {charset} text.") from None
     except ValueError as exc:
@@ -140,23 +148,43 @@ def _flow_input(trigger: EndpointTrigger, call: IncomingCall, body: Any, caller:
     }
 
 
-def status_url(trigger: EndpointTrigger, run: FlowRun) -> str:
-    return f"{settings.BASE_URL}/hooks/{trigger.path}/runs/{run.pk}/"
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\0".join(str(part) for part in parts).encode()).hexdigest()
+
+
+def _caller_digest(trigger: EndpointTrigger, caller: Caller) -> str:
+    """What a run stores about who started it: never a credential, only this digest."""
+    return _digest("caller", trigger.pk, caller.mode, caller.identity)
+
+
+def _status_token(run: FlowRun) -> str:
+    # Derived, not stored: a replayed call's answer carries the same URL as the first.
+    return salted_hmac("flowgate.endpoint-run-status", str(run.pk)).hexdigest()
+
+
+def status_url(trigger: EndpointTrigger, run: FlowRun, caller: Caller) -> str:
+    url = f"{settings.BASE_URL}/hooks/{trigger.path}/runs/{run.pk}/"
+    return url if caller.identity else f"{url}?token={_status_token(run)}"
 
 
 def _idempotency_key(trigger: EndpointTrigger, caller: Caller, headers: Mapping[str, str]) -> str:
-    """A digest of the caller's key, scoped to this trigger and caller ('' when none was sent)."""
+    """A digest naming this call for idempotency, scoped to this trigger and caller ('' when none).
+
+    A signed delivery is named by what its signature covers, before any Idempotency-Key:
+    that header is not signed, so a replay could otherwise pass as new with a fresh one.
+    """
+    if caller.replay_key:
+        return _digest("endpoint-delivery", trigger.pk, caller.mode, caller.replay_key)
     presented = headers.get("Idempotency-Key", "")
     if not presented:
         return ""
     if len(presented) > MAX_IDEMPOTENCY_KEY_LENGTH:
         raise _error(400, "bad_idempotency_key", detail=f"At most {MAX_IDEMPOTENCY_KEY_LENGTH} characters.")
-    scope = f"endpoint\0{trigger.pk}\0{caller.mode}\0{caller.subject}\0{presented}"
-    return hashlib.sha256(scope.encode()).hexdigest()
+    return _digest("endpoint", trigger.pk, caller.mode, caller.subject, presented)
 
 
-def _accepted(trigger: EndpointTrigger, run: FlowRun) -> Answer:
-    url = status_url(trigger, run)
+def _accepted(trigger: EndpointTrigger, run: FlowRun, caller: Caller) -> Answer:
+    url = status_url(trigger, run, caller)
     return Answer(202, {"run_id": run.pk, "status": run.status, "status_url": url}, {"Location": url})
 
 
@@ -183,7 +211,13 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
         caller = _authenticate(trigger, request)
         data = _flow_input(trigger, call, _parsed_body(raw, call.content_type), caller)
         key = _idempotency_key(trigger, caller, call.headers)
-        start = {"input": data, "trigger": "endpoint", "trigger_detail": f"/hooks/{trigger.path}", "endpoint": trigger}
+        start = {
+            "input": data,
+            "trigger": "endpoint",
+            "trigger_detail": f"/hooks/{trigger.path}",
+            "endpoint": trigger,
+            "caller": _caller_digest(trigger, caller),
+        }
         replayed = False
         if key:
             run, started = flow_run_start_once(flow=trigger.flow, idempotency_key=key, **start)
@@ -193,11 +227,11 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
     except Refused as refused:
         return refused.answer
     if trigger.response == EndpointTrigger.Response.ASYNC:
-        answer = _accepted(trigger, run)
+        answer = _accepted(trigger, run, caller)
     else:
         finished = flow_run_wait(run=run, timeout=trigger.sync_timeout_seconds, for_response=True)
         if finished is None:
-            url = status_url(trigger, run)
+            url = status_url(trigger, run, caller)
             answer = Answer(504, {"error": "timeout", "run_id": run.pk, "status_url": url}, {"Location": url})
         else:
             answer = _flow_answer(trigger, finished)
@@ -207,14 +241,17 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
 
 
 def endpoint_run_status(*, path: str, run_id: int, call: IncomingCall) -> Answer:
-    """The status of a run the trigger started, for a caller who passes its authentication."""
+    """The status of a run the trigger started, for the caller who started it."""
     try:
         trigger = _trigger(path)
         request = IncomingRequest(method=call.method, path=path, headers=call.headers, query=call.query, body=b"")
-        _authenticate(trigger, request)
+        caller = _authenticate(trigger, request)
     except Refused as refused:
         return refused.answer
-    run = FlowRun.objects.filter(pk=run_id, endpoint=trigger).first()
+    run = FlowRun.objects.filter(pk=run_id, endpoint=trigger, caller=_caller_digest(trigger, caller)).first()
+    if run is not None and not caller.identity:
+        presented = (call.query.get("token") or [""])[0]
+        run = run if hmac.compare_digest(presented.encode(), _status_token(run).encode()) else None
     if run is None:
         return Answer(404, {"error": "not_found"})
     body: dict[str, Any] = {

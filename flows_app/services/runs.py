@@ -36,9 +36,13 @@ def flow_run_start(
     acting_user=None,
     endpoint=None,
     idempotency_key: str = "",
+    caller: str = "",
     enforce_enabled: bool = True,
 ) -> FlowRun:
-    """Queue a run; its task is sent when the transaction commits (ids only)."""
+    """Queue a run; its task is sent when the transaction commits (ids only).
+
+    ``caller`` is the digest of who called an endpoint (``services.endpoints``).
+    """
     if enforce_enabled and not flow.enabled:
         raise FlowDisabled(f"Flow {flow.slug!r} is disabled.")
     user = acting_user if getattr(acting_user, "is_authenticated", False) else None
@@ -53,6 +57,7 @@ def flow_run_start(
         endpoint=endpoint,
         idempotency_key=idempotency_key,
         secret_ids=flow_bound_secret_ids(flow),
+        caller=caller,
     )
     # At once when the INSERT committed on its own; after the caller's transaction otherwise.
     transaction.on_commit(lambda: engine.enqueue_run(run.pk, 0))

@@ -1,6 +1,8 @@
 """http_request: call an API, through the outbound guard, with any authenticating secret.
 
-Output: ``{"status": 200, "headers": {...}, "body": <parsed JSON, or text>}``. A status
+Output: ``{"status": 200, "headers": {...}, "body": <parsed JSON, or text>}``; a JSON
+answer that cannot be stored as JSON (``NaN``, ``Infinity``, nested too deeply) is kept
+as its text. A status
 outside the success list fails the step (with the response kept in the history); 5xx
 and 429 (honouring ``Retry-After``), timeouts and connection errors may be retried.
 """
@@ -13,7 +15,7 @@ import requests
 from django.core.exceptions import ValidationError
 
 from flows_app.steps.base import StepError, StepKind, StepResult
-from project import outbound
+from project import jsonsafe, outbound
 from project.declarative import Field, is_template
 from secrets_app.exceptions import TokenEndpointUnavailable, VaultError
 from secrets_app.oauth2.client import retry_after_seconds
@@ -122,7 +124,7 @@ def _body(response: requests.Response):
         return None
     if "json" in response.headers.get("Content-Type", ""):
         try:
-            return response.json()
+            return jsonsafe.loads(response.content)
         except ValueError:
             pass
     return response.text

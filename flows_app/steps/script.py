@@ -31,6 +31,7 @@ from django.core.exceptions import ValidationError
 
 from flows_app.steps.base import StepError, StepKind, StepResult
 from flows_app.steps.script_runner import script_source
+from project import jsonsafe
 from project.declarative import Field
 from secrets_app.exceptions import VaultError
 
@@ -119,7 +120,7 @@ class Script(StepKind):
         process.stdin.flush()
         while True:
             line = self._read_line(process, deadline, context.timeout)
-            message = json.loads(line)
+            message = jsonsafe.loads(line)
             if "call" in message:
                 process.stdin.write((json.dumps(self._answer(message, allowed, context)) + "\n").encode())
                 process.stdin.flush()

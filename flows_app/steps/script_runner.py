@@ -107,7 +107,7 @@ def main() -> None:
         exec(compile(source, "<script>", "exec"), namespace)  # noqa: S102  (this process exists to run it)
         result = namespace["__flowgate_script__"](job["input"], job["steps"], Secrets(channel_in, channel_out))
         message = {"done": True, "result": result}
-        json.dumps(message)
+        json.dumps(message, allow_nan=False)  # what cannot be stored fails here, as the script's error
     except BaseException as exc:  # the script's own errors, reported to the parent
         frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == "<script>"]
         shown = "".join(traceback.format_list(frames)) + "".join(traceback.format_exception_only(type(exc), exc))

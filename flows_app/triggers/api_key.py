@@ -3,6 +3,8 @@
 With the header ``Authorization`` the key is sent as ``Authorization: Bearer <key>``.
 """
 
+import hashlib
+
 from django.core.exceptions import ValidationError
 
 from flows_app.triggers.base import REALM, Caller, EndpointAuth
@@ -33,6 +35,7 @@ class ApiKey(EndpointAuth):
             scheme, _, presented = presented.partition(" ")
             if scheme.lower() != "bearer":
                 raise self.refuse()
-        if not presented or not secret.handler.matches(presented.strip()):
+        presented = presented.strip()
+        if not presented or not secret.handler.matches(presented):
             raise self.refuse()
-        return Caller(mode=self.slug)
+        return Caller(mode=self.slug, identity=hashlib.sha256(presented.encode()).hexdigest())

@@ -36,11 +36,20 @@ class IncomingRequest:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who called: ``subject`` names them (a user name, a JWT's ``sub``), ``claims`` of a JWT."""
+    """Who called: ``subject`` names them (a user name, a JWT's ``sub``), ``claims`` of a JWT.
+
+    ``identity`` tells the callers of one trigger apart: a run's status URL answers only
+    the identity that started it. It is empty where the mode cannot tell callers apart
+    (open access, a shared signing key), and never a credential: a caller known only by
+    a key is named by the key's digest. ``replay_key`` names a signed delivery by what its
+    signature covers, so the same delivery sent again starts no second run.
+    """
 
     mode: str
     subject: str = ""
     claims: dict[str, Any] = field(default_factory=dict)
+    identity: str = field(default="", repr=False)
+    replay_key: str = field(default="", repr=False)
 
     def as_input(self) -> dict[str, Any]:
         return {"auth": self.mode, "subject": self.subject, "claims": self.claims}

@@ -23,4 +23,4 @@ class BasicAuthentication(EndpointAuth):
             raise self.refuse() from None
         if not separator or not secret.handler.matches(username, password):
             raise self.refuse()
-        return Caller(mode=self.slug, subject=username)
+        return Caller(mode=self.slug, subject=username, identity=username)

@@ -40,5 +40,7 @@ class JwtBearer(EndpointAuth):
             raise Forbidden(f'Bearer {REALM}, error="insufficient_scope", scope="{" ".join(scopes)}"') from None
         except VaultError:
             raise self.refuse() from None
-        subject = claims.get("sub") or claims.get("client_id") or ""
-        return Caller(mode=self.slug, subject=str(subject), claims=claims)
+        subject = str(claims.get("sub") or claims.get("client_id") or "")
+        # A subject is unique only within its issuer; a token naming no subject names nobody.
+        identity = f"{claims.get('iss', '')}\0{subject}" if subject else ""
+        return Caller(mode=self.slug, subject=subject, claims=claims, identity=identity)

@@ -10,12 +10,20 @@ Schemes:
   generic  a header you name, holding ``<prefix><hex or base64>`` of the body with the
            algorithm you choose.
 The key is an API-token secret's token or an HS256 secret's key bytes.
+
+A delivery is named by what its signature covers (``Caller.replay_key``), so the same
+delivery sent again starts no second run: within the tolerance for stripe and slack
+(after it the timestamp is refused anyway), within the 24 h idempotency window for
+github and generic, whose signatures never expire. GitHub's ``X-GitHub-Delivery`` is not
+signed, so it cannot name a delivery: a redelivery has the same body, hence the same key.
+Two deliveries with the same body and no signed timestamp are indistinguishable.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
 
 from django.core.exceptions import ValidationError
@@ -70,47 +78,52 @@ class Signature(EndpointAuth):
                 raise ValidationError({"header": "Not a valid HTTP header name."})
 
     def authenticate(self, request, *, config, secret):
-        check = getattr(self, f"_{config['scheme']}")
-        if not check(request, config, secret.handler):
+        # Each scheme answers with the message its signature covers, or None when it fails.
+        signed = getattr(self, f"_{config['scheme']}")(request, config, secret.handler)
+        if signed is None:
             raise self.refuse()
-        return Caller(mode=self.slug)
+        return Caller(mode=self.slug, replay_key=hashlib.sha256(signed).hexdigest())
 
     @staticmethod
-    def _github(request, config, key) -> bool:
+    def _verified(message: bytes, matched: bool) -> bytes | None:
+        return message if matched else None
+
+    def _github(self, request, config, key) -> bytes | None:
         scheme, _, digest = request.headers.get("X-Hub-Signature-256", "").partition("=")
         presented = _hex(digest) if scheme == "sha256" else None
-        return presented is not None and key.signature_matches(request.body, presented, digest="sha256")
+        matched = presented is not None and key.signature_matches(request.body, presented, digest="sha256")
+        return self._verified(request.body, matched)
 
     @staticmethod
     def _fresh(timestamp: str, tolerance: int) -> bool:
         return timestamp.isdigit() and abs(time.time() - int(timestamp)) <= tolerance
 
-    def _stripe(self, request, config, key) -> bool:
+    def _stripe(self, request, config, key) -> bytes | None:
         parts = [item.partition("=") for item in request.headers.get("Stripe-Signature", "").split(",")]
         timestamps = [value.strip() for name, _, value in parts if name.strip() == "t"]
         signatures = [_hex(value) for name, _, value in parts if name.strip() == "v1"]
         if len(timestamps) != 1 or not self._fresh(timestamps[0], config["tolerance_seconds"]):
-            return False
+            return None
         message = timestamps[0].encode() + b"." + request.body
         # Every candidate is checked, so the time taken does not say which one matched.
         matched = [key.signature_matches(message, value, digest="sha256") for value in signatures if value is not None]
-        return any(matched)
+        return self._verified(message, any(matched))
 
-    def _slack(self, request, config, key) -> bool:
+    def _slack(self, request, config, key) -> bytes | None:
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "").strip()
         version, _, digest = request.headers.get("X-Slack-Signature", "").partition("=")
         presented = _hex(digest) if version == "v0" else None
         if presented is None or not self._fresh(timestamp, config["tolerance_seconds"]):
-            return False
-        return key.signature_matches(b"v0:" + timestamp.encode() + b":" + request.body, presented, digest="sha256")
+            return None
+        message = b"v0:" + timestamp.encode() + b":" + request.body
+        return self._verified(message, key.signature_matches(message, presented, digest="sha256"))
 
-    @staticmethod
-    def _generic(request, config, key) -> bool:
+    def _generic(self, request, config, key) -> bytes | None:
         value = request.headers.get(config["header"], "").strip()
         prefix = config.get("prefix", "")
         if prefix:
             if not value.startswith(prefix):
-                return False
+                return None
             value = value[len(prefix) :]
         if config["encoding"] == "hex":
             presented = _hex(value)
@@ -119,4 +132,5 @@ class Signature(EndpointAuth):
                 presented = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
                 presented = None
-        return presented is not None and key.signature_matches(request.body, presented, digest=config["algorithm"])
+        matched = presented is not None and key.signature_matches(request.body, presented, digest=config["algorithm"])
+        return self._verified(request.body, matched)

@@ -29,7 +29,7 @@ from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
 from oauthlib.oauth2.rfc6749 import errors as oauthlib_errors
 from requests_oauthlib import OAuth2Session
 
-from project import outbound
+from project import jsonsafe, outbound
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import (
     OAuth2Error,
@@ -338,7 +338,7 @@ class OAuth2Hooks:
 
 def _json_error(response: requests.Response) -> str:
     try:
-        body = response.json()
+        body = jsonsafe.loads(response.content)
     except ValueError:
         return ""
     return str(body.get("error", "")) if isinstance(body, dict) else ""

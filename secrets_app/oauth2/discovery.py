@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from project import outbound
+from project import jsonsafe, outbound
 from secrets_app.app_settings import vault_settings
 
 #: metadata name -> OAuth2 secret field
@@ -58,7 +58,7 @@ def discover(issuer: str) -> dict[str, object]:
             problems.append(f"{url}: HTTP {response.status_code}")
             continue
         try:
-            metadata = response.json()
+            metadata = jsonsafe.loads(response.content)
         except ValueError:
             problems.append(f"{url}: not JSON")
             continue

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from project import outbound
+from project import jsonsafe, outbound
 from secrets_app import jose
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import VaultError
@@ -44,7 +44,7 @@ def _fetch_json(url: str, token: str) -> Any:
         limits=outbound.Limits(timeout=vault_settings.outbound_timeout_seconds, max_response_bytes=256 * 1024),
     )
     response.raise_for_status()
-    return response.json()
+    return jsonsafe.loads(response.content)
 
 
 def id_token_claims(config: OAuth2Config, id_token: str) -> dict[str, Any]:

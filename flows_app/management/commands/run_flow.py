@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from flows_app.models import Flow
 from flows_app.services.runs import FlowDisabled, flow_run_start, flow_run_summary, flow_run_wait
+from project import jsonsafe
 
 
 class Command(BaseCommand):
@@ -20,7 +21,7 @@ class Command(BaseCommand):
         if flow is None:
             raise CommandError(f"There is no flow {slug!r}.")
         try:
-            data = json.loads(input)
+            data = jsonsafe.loads(input)
         except ValueError as exc:
             raise CommandError(f"--input is not valid JSON: {exc}.") from None
         try:

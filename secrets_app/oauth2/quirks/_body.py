@@ -8,11 +8,13 @@ from urllib.parse import parse_qsl
 
 import requests
 
+from project import jsonsafe
+
 
 def parsed_body(response: requests.Response) -> dict[str, Any]:
     """The body as a dict, whether JSON or form-encoded (``{}`` when neither)."""
     try:
-        body = response.json()
+        body = jsonsafe.loads(response.content)
     except ValueError:
         body = dict(parse_qsl(response.text))
     return body if isinstance(body, dict) else {}

@@ -75,6 +75,26 @@ class TestRefusals:
         assert response.json() == {"error": "malformed_json", "detail": "Expecting value at line 1 column 7."}
         assert not FlowRun.objects.exists()
 
+    @pytest.mark.parametrize("body", ['{"amount": NaN}', "[Infinity]", '{"a": [-Infinity]}', '{"a": 1e400}'])
+    def test_nan_and_infinity_in_a_json_body_are_refused_with_400(self, call, partner_hook, body):
+        response = call(partner_hook, body, headers=BASIC)
+        assert response.status_code == 400 and response.json()["error"] == "malformed_json"
+        assert response.json()["detail"] in {
+            "NaN is not a JSON number.",
+            "Infinity is not a JSON number.",
+            "-Infinity is not a JSON number.",
+            "The number 1e400 is out of range.",
+        }
+        assert not FlowRun.objects.exists()
+
+    def test_deeply_nested_json_body_is_refused_with_400(self, call, partner_hook):
+        for levels in (65, 400):
+            response = call(partner_hook, "[" * levels + "]" * levels, headers=BASIC)
+            assert response.status_code == 400
+            assert response.json() == {"error": "malformed_json", "detail": "Nested too deeply (more than 64 levels)."}
+        assert not FlowRun.objects.exists()
+        assert call(partner_hook, "[" * 64 + "]" * 64, headers=BASIC).status_code == 202
+
     def test_an_unsupported_content_type_gets_415(self, call, partner_hook):
         response = call(partner_hook, "%PDF-1.7", headers=BASIC, content_type="application/pdf")
         assert response.status_code == 415 and response.json()["error"] == "unsupported_media_type"
@@ -107,6 +127,17 @@ class TestAsync:
         foreign = FlowRun.objects.get()
         response = client.get(f"/hooks/{partner_hook}/runs/{foreign.pk}/", HTTP_AUTHORIZATION=BASIC["Authorization"])
         assert response.status_code == 404
+
+    def test_an_open_endpoint_s_status_url_answers_only_with_the_token_of_its_run(self, db, call, client):
+        make_endpoint_flow("public", {"path": "public", "auth": {"kind": "open"}})
+        first, second = call("public", {}).json(), call("public", {}).json()
+        url, token = first["status_url"].split("?token=")
+        assert url.endswith(f"/hooks/public/runs/{first['run_id']}/") and token
+        path = url.removeprefix("http://testserver")
+        assert client.get(f"{path}?token={token}").status_code == 200
+        other_token = second["status_url"].split("?token=")[1]
+        for query in ("", "?token=", f"?token={other_token}", f"?token={token[:-1]}"):
+            assert client.get(path + query).json() == {"error": "not_found"}
 
     def test_form_and_text_bodies(self, call, partner_hook):
         call(partner_hook, "name=Ada&tags=a&tags=b", headers=BASIC, content_type="application/x-www-form-urlencoded")
@@ -196,7 +227,7 @@ class TestSync:
             response = call("slow", {})
             assert response.status_code == 504 and time.monotonic() - started < 2.4
             run = FlowRun.objects.get(pk=response.json()["run_id"])
-            assert response.json()["status_url"].endswith(f"/hooks/slow/runs/{run.pk}/")
+            assert f"/hooks/slow/runs/{run.pk}/?token=" in response.json()["status_url"]  # open access: the run's token
             deadline = time.monotonic() + 30
             while not FlowRun.objects.get(pk=run.pk).finished and time.monotonic() < deadline:
                 time.sleep(0.2)

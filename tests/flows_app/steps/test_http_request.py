@@ -38,6 +38,14 @@ def test_the_output_has_status_headers_and_parsed_body(local_server):
     assert output["status"] == 201 and output["body"] == {"id": 3} and output["headers"]["X-Seen"] == "yes"
 
 
+@pytest.mark.parametrize("answer", [b'{"rate": NaN}', b'{"rate": -Infinity}', b"[" * 65 + b"]" * 65])
+def test_an_api_answer_that_json_columns_cannot_hold_is_stored_as_its_text(local_server, answer):
+    local_server.handler = lambda request: Reply(body=answer, headers={"Content-Type": "application/json"})
+    run = execute(http_flow(url=local_server.url))
+    assert run.status == "succeeded", run.error
+    assert run.step_runs.get().output["body"] == answer.decode()
+
+
 def test_success_statuses_can_include_a_404(local_server):
     local_server.handler = lambda request: Reply(status=404, body="missing")
     assert execute(http_flow(url=local_server.url, success_statuses="2xx, 404")).status == "succeeded"

@@ -119,6 +119,11 @@ def test_a_value_that_is_not_json_is_an_error():
     assert run.status == "failed" and "not JSON" in run.error
 
 
+def test_a_result_with_nan_or_infinity_is_an_error_not_a_storage_failure():
+    run = execute(script_flow("return {'ratio': float('nan'), 'max': float('inf')}"))
+    assert run.status == "failed" and "Out of range float values are not JSON compliant" in run.error
+
+
 def test_syntax_errors_are_found_when_saving():
     with pytest.raises(ValidationError) as error:
         step_spec_from_data({"key": "s", "kind": "script", "code": "return (1"})

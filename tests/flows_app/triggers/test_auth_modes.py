@@ -18,7 +18,8 @@ from jwcrypto import jwk
 
 from flows_app.models import FlowRun
 from secrets_app.jose import jwks_cache
-from secrets_app.services.secrets import secret_create
+from secrets_app.models import Secret
+from secrets_app.services.secrets import secret_create, secret_update
 from tests.flows_app.conftest import make_endpoint_flow
 from tests.servers import RecordingServer, Reply
 
@@ -162,6 +163,10 @@ class TestJwtBearer:
         assert response.json() == {"error": "insufficient_scope"}
         assert not FlowRun.objects.exists()
 
+    def test_a_signed_token_with_a_nan_claim_is_refused_not_stored(self, call, hs_hook):
+        payload = claims(amount=float("nan"))  # json.dumps writes NaN, which is not JSON
+        assert_invalid_token(call(hs_hook, {}, headers=bearer(handmade({"alg": "HS256", "typ": "JWT"}, payload, HS_KEY.encode()))))
+
     def test_a_jwks_url_is_cached_and_random_kids_do_not_make_us_fetch_again(self, call, settings):
         jwks_cache.clear()
         public = jwk.JWK.from_pem(RSA_PRIVATE_PEM.encode())
@@ -265,6 +270,28 @@ class TestSignature:
         assert replay.status_code == 401 and FlowRun.objects.count() == 1
         assert call("pay", body, headers={"Stripe-Signature": f"t={int(time.time())}"}).status_code == 401
 
+    def test_signed_delivery_replayed_within_tolerance_starts_no_second_run(self, call, shared):
+        make_endpoint_flow("pay", {"path": "pay", "auth": {"kind": "signature", "secret": "webhook-secret", "scheme": "stripe"}})
+        make_endpoint_flow("gh", {"path": "gh", "auth": {"kind": "signature", "secret": "webhook-secret", "scheme": "github"}})
+        body, at = b'{"type": "invoice.paid"}', int(time.time())
+        valid = f"v1={hex_hmac(f'{at}.'.encode() + body)}"
+        first = call("pay", body, headers={"Stripe-Signature": f"t={at},v1={'0' * 64},{valid}"})
+        # The same signed delivery, its header reshuffled and with an unsigned Idempotency-Key of its own.
+        replay = call("pay", body, headers={"Stripe-Signature": f"{valid},t={at}", "Idempotency-Key": "fresh"})
+        assert first.status_code == replay.status_code == 202
+        assert replay.json() == first.json() and replay["Idempotent-Replayed"] == "true"
+        later = int(time.time()) + 1  # signed again: a new delivery
+        assert call("pay", body, headers={"Stripe-Signature": f"t={later},v1={hex_hmac(f'{later}.'.encode() + body)}"}).json() != first.json()
+
+        push = json.dumps({"ref": "refs/heads/main"}).encode()
+        signed = {"X-Hub-Signature-256": "sha256=" + hex_hmac(push)}
+        delivered = call("gh", push, headers={**signed, "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"})
+        redelivered = call("gh", push, headers={**signed, "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"})
+        forged_id = call("gh", push, headers={**signed, "X-GitHub-Delivery": "00000000-0000-0000-0000-000000000000"})
+        assert delivered.json() == redelivered.json() == forged_id.json()
+        assert redelivered["Idempotent-Replayed"] == forged_id["Idempotent-Replayed"] == "true"
+        assert FlowRun.objects.filter(flow__slug="pay").count() == 2 and FlowRun.objects.filter(flow__slug="gh").count() == 1
+
     def test_slack(self, call, shared):
         make_endpoint_flow("slack-in", {"path": "slack-in", "auth": {"kind": "signature", "secret": "webhook-secret", "scheme": "slack"}})
         body, at = b"token=x&team_id=T1", str(int(time.time()))
@@ -291,3 +318,45 @@ class TestOpenAccess:
     def test_open_access_is_an_explicit_choice(self, call):
         make_endpoint_flow("public", {"path": "public", "auth": {"kind": "open"}})
         assert call("public", {"hello": "world"}).status_code == 202
+
+
+class TestStatusUrl:
+    """A run's status URL answers only the caller that started it; others get 404."""
+
+    @staticmethod
+    def jwt_callers():
+        secret_create(name="hook-key", kind="hs256", data={"secret": HS_KEY})
+        make_endpoint_flow("who", {"path": "who", "auth": {"kind": "jwt", "secret": "hook-key"}})
+        alice, bob = (bearer(pyjwt.encode(claims(sub=sub), HS_KEY, algorithm="HS256")) for sub in ("alice", "bob"))
+        return alice, bob, lambda: None
+
+    @staticmethod
+    def api_key_callers():
+        secret_create(name="key", kind="api_token", data={"token": "alice-key-0f3b9d"})
+        make_endpoint_flow("who", {"path": "who", "auth": {"kind": "api_key", "secret": "key"}})
+        # One key at a time: the secret's key changes hands between the calls.
+        return {"X-API-Key": "alice-key-0f3b9d"}, {"X-API-Key": "bob-key-77ac12"}, lambda: secret_update(
+            secret=Secret.objects.get(name="key"), data={"token": "bob-key-77ac12"}
+        )
+
+    @staticmethod
+    def basic_callers():
+        secret_create(name="login", kind="basic_auth", data={"username": "alice", "password": "pw-alice-123"})
+        make_endpoint_flow("who", {"path": "who", "auth": {"kind": "basic", "secret": "login"}})
+        return TestBasic.basic("alice", "pw-alice-123"), TestBasic.basic("bob", "pw-bob-4567"), lambda: secret_update(
+            secret=Secret.objects.get(name="login"), data={"username": "bob", "password": "pw-bob-4567"}
+        )
+
+    @pytest.mark.parametrize("mode", ["jwt", "api_key", "basic"])
+    def test_status_url_answers_only_the_caller_that_started_the_run(self, call, client, mode):
+        alice, bob, hand_over = getattr(self, f"{mode}_callers")()
+        started = call("who", {"order": 7}, headers=alice).json()
+        path = started["status_url"].removeprefix("http://testserver")
+        assert path == f"/hooks/who/runs/{started['run_id']}/"
+        extra = lambda headers: {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()}  # noqa: E731
+        assert client.get(path, **extra(alice)).json()["status"] == "queued"
+        hand_over()
+        refused = client.get(path, **extra(bob))
+        assert refused.status_code == 404 and refused.json() == {"error": "not_found"}
+        own = call("who", {}, headers=bob).json()
+        assert client.get(own["status_url"].removeprefix("http://testserver"), **extra(bob)).status_code == 200
