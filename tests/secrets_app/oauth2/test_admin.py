@@ -11,6 +11,7 @@ from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
 from secrets_app.models import OAuth2Connection, Secret
+from secrets_app.services.grants import grant_give
 from secrets_app.services.secrets import secret_update
 from tests.conftest import OWNER, admin_login
 from tests.flows_app.conftest import make_flow
@@ -119,7 +120,8 @@ def delete_url(secret):
 
 @pytest.fixture
 def secret_deleter(django_user_model):
-    """Staff who may see and delete secrets, and nothing else."""
+    """Staff who may see and delete secrets, and nothing else (grants decide which: see
+    ``grant_manage``)."""
     user = django_user_model.objects.create_user(username="deleter", password="deleter-password", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(codename__in=["view_secret", "delete_secret"]))
     return user
@@ -130,6 +132,8 @@ def test_deleting_a_connected_secret_from_its_page_revokes_at_the_provider_first
     who, connected, provider, client, admin_user, secret_deleter
 ):
     secret = connected()
+    if who == "secret deleter":
+        grant_give(secret=secret, user=secret_deleter, level="manage")
     client.force_login(admin_user if who == "superuser" else secret_deleter)
     page = client.get(delete_url(secret))
     html = page.content.decode()
@@ -139,6 +143,15 @@ def test_deleting_a_connected_secret_from_its_page_revokes_at_the_provider_first
     assert response.status_code == 302
     assert [entry.token_type_hint for entry in provider.log.revocations()] == ["refresh_token", "access_token"]
     assert not Secret.objects.filter(name="crm").exists() and not AccessToken.objects.exists()
+
+
+def test_the_delete_permission_alone_does_not_reach_a_secret_without_a_manage_grant(
+    connected, provider, client, secret_deleter
+):
+    secret = connected()
+    client.force_login(secret_deleter)
+    assert client.post(delete_url(secret), {"post": "yes"}).status_code == 403
+    assert Secret.objects.filter(name="crm").exists() and not provider.log.revocations()
 
 
 @pytest.fixture
@@ -193,7 +206,7 @@ def test_a_secret_that_a_step_uses_is_not_deleted_and_keeps_its_tokens(connected
     selected = {"action": "delete_selected_secrets", "_selected_action": [secret.pk, unused.pk], "post": "yes"}
     response = admin_client.post(CHANGELIST, selected, follow=True)
     html = unescape(response.content.decode())
-    assert "Secret 'crm' was not deleted: it is used by reads-crm.me." in html
+    assert "Secret 'crm' was not deleted: it is used by flow reads-crm, reads-crm.me." in html
     assert "Deleted 1 secret(s): unused." in html
     assert provider.log.revocations() == []
     assert OAuth2Connection.objects.get(secret=secret).has_refresh_token
