@@ -1,10 +1,12 @@
 """script: Python code in a separate, limited process.
 
 Each run of the step starts a fresh interpreter (``python -I -S -B``: no environment, no
-site-packages, no bytecode) with an empty environment, in its own session, with limits
-on memory, CPU time, open files, file size and processes, and is killed at the step's
-timeout. Where the kernel allows it the child gets a network namespace of its own (no
-network at all); started as root it becomes ``nobody`` before running the code. It sees
+site-packages, no bytecode) with an empty environment, in its own session. That process is
+a launcher (see ``script_runner``): it runs the code in a child of its own, in a PID and
+network namespace where the kernel allows it (else as a child subreaper), with limits on
+memory, CPU time, open files, file size and processes, as ``nobody`` when started as root.
+When the step ends — answered, failed or timed out — the launcher is told to stop and ends
+every process the script started, daemons included, before it is reaped. The code sees
 ``input``, ``steps`` and ``secrets`` — and only the secrets the step names, fetched from
 the parent one call at a time and registered for redaction.
 
@@ -14,10 +16,8 @@ the ``flows_app.edit_script_steps`` permission.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import resource
 import select
 import signal
 import subprocess
@@ -37,33 +37,14 @@ from secrets_app.exceptions import VaultError
 
 RUNNER = Path(__file__).with_name("script_runner.py")
 MAX_MESSAGE_BYTES = 5 * 1024 * 1024
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
-PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 38, 4
+# The launcher stops at once on SIGTERM; it needs longer only when it cannot run at all (on the
+# subreaper path a script running as the same user could stop it), and is then killed.
+STOP_GRACE_SECONDS = 5
 ALLOWED_CALLS = ("get_password", "get_field", "basic_auth", "sign_jws", "verify_jws", "encrypt_jwe", "decrypt_jwe")
 
 
 def scripts_enabled() -> bool:
     return getattr(settings, "FLOWGATE_SCRIPT_STEPS_ENABLED", True)
-
-
-def _limit_child(memory_bytes: int, cpu_seconds: int):
-    """preexec_fn: runs in the child between fork and exec."""
-
-    def limit():
-        os.setsid()
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_NPROC, (32, 32))
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-        flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
-        libc.unshare(flags)  # best effort: without it the child keeps the network
-
-    return limit
 
 
 class Script(StepKind):
@@ -97,21 +78,33 @@ class Script(StepKind):
         job = {"code": config["code"], "input": context.data.get("trigger"), "steps": context.data.get("steps", {})}
         with tempfile.TemporaryDirectory(prefix="flowgate-script-") as workdir:
             os.chmod(workdir, 0o777)
+            # No preexec_fn (deadlock-prone in a threaded worker): the launcher confines itself.
+            limits = [str(memory), str(int(context.timeout) + 1)]
             process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", str(RUNNER)],
+                [sys.executable, "-I", "-S", "-B", str(RUNNER), *limits, str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 cwd=workdir,
                 env={},
-                preexec_fn=_limit_child(memory, int(context.timeout) + 1),
+                start_new_session=True,
             )
             try:
                 return self._talk(process, job, context)
             finally:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                self._stop(process)
+
+    @staticmethod
+    def _stop(launcher) -> None:
+        """Ends every process the script started, also after a good answer, and reaps the launcher."""
+        if launcher.poll() is None:
+            launcher.terminate()
+            try:
+                launcher.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                # Killing its session takes the launcher and, through PR_SET_PDEATHSIG, its child.
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
 
     def _talk(self, process, job, context) -> StepResult:
         deadline = time.monotonic() + context.timeout
@@ -142,8 +135,8 @@ class Script(StepKind):
                 continue
             chunk = os.read(process.stdout.fileno(), 65536)
             if not chunk:
-                code = process.wait()
-                reason = "ran out of memory or CPU time" if code in (-signal.SIGKILL, -signal.SIGXCPU, 1) else f"exited ({code})"
+                code = process.wait()  # the launcher's: 128 + the signal that killed the script
+                reason = "ran out of memory or CPU time" if code in (128 + signal.SIGKILL, 128 + signal.SIGXCPU, 1) else f"exited ({code})"
                 raise StepError(f"The script process {reason} before answering.")
             buffer += chunk
             if len(buffer) > MAX_MESSAGE_BYTES:

@@ -1,18 +1,41 @@
-"""The child side of a script step. Runs as ``python -I -S -B script_runner.py``.
+"""The child side of a script step. Runs as ``python -I -S -B script_runner.py MEMORY CPU WORKER``.
 
-Standard library only, no settings, no keys, an empty environment. It imports what
-scripts may use, gives up root (when started as root) and the network (when the parent
-could create a namespace), then runs the user's code as the body of a function
-``(input, steps, secrets)`` and writes its return value as JSON.
+Standard library only, no settings, no keys, an empty environment. The process the worker
+starts is a launcher: it contains the script, starts it in a forked child and ends every
+process the script started before it exits itself.
 
-Protocol, one JSON object per line: the parent sends the job on stdin; the child may
-ask for secrets (``{"call": "get_password", "args": ["crm"]}``) and reads the answer;
-it ends with ``{"done": true, "result": ...}`` or ``{"done": false, "error": ...}``. What
-the script prints is captured and returned as ``logs``.
+Containment, by what the kernel allows:
+
+* **PID namespace** (root, or any user where unprivileged user namespaces are enabled): the
+  launcher unshares a new PID and network namespace (and a user namespace when not root), so
+  its forked child is PID 1 of a namespace with no network. When PID 1 exits or is killed, the
+  kernel kills every process in the namespace, daemons that called ``setsid`` included, and
+  the launcher's wait for PID 1 returns only once they are all gone.
+* **Child subreaper** (when ``unshare`` fails: not root and no user namespaces): orphaned
+  grandchildren re-parent to the launcher instead of init, so they stay its descendants. There
+  is no network isolation on this path.
+
+On both paths the launcher, when its child exits or the worker sends SIGTERM, kills every
+descendant it finds in /proc and reaps them until it has no children left, then exits with its
+child's status (128 + the signal when it was killed). The child dies with the launcher
+(``PR_SET_PDEATHSIG``) and the launcher with the worker. ``--without-namespaces`` skips
+``unshare`` so the subreaper path can be tested on a machine where namespaces work.
+
+The child gives up root (when started as root), sets its limits (address space, CPU time, open
+files, file size, processes, no core dumps, no new privileges, not dumpable), then runs the
+user's code as the body of a function ``(input, steps, secrets)`` and writes its return value
+as JSON.
+
+Protocol, one JSON object per line on the child's stdin and stdout (inherited through the
+fork; the launcher lets go of its copies): the parent sends the job; the child may ask for
+secrets (``{"call": "get_password", "args": ["crm"]}``) and reads the answer; it ends with
+``{"done": true, "result": ...}`` or ``{"done": false, "error": ...}``. What the script prints
+is captured and returned as ``logs``.
 """
 
 import base64  # noqa: F401  (pre-imported for scripts: after giving up root, /root is unreadable)
 import collections  # noqa: F401
+import ctypes
 import datetime  # noqa: F401
 import decimal  # noqa: F401
 import encodings.ascii  # noqa: F401
@@ -28,6 +51,8 @@ import math  # noqa: F401
 import os
 import random  # noqa: F401
 import re  # noqa: F401
+import resource
+import signal
 import socket  # noqa: F401  (imports fine; the network namespace leaves nothing to reach)
 import statistics  # noqa: F401
 import string  # noqa: F401
@@ -40,6 +65,11 @@ import uuid  # noqa: F401
 
 NOBODY = 65534
 MAX_LOGS = 64 * 1024
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
+LIBC = ctypes.CDLL(None, use_errno=True)
+# The launcher waits for these instead of handling them, so neither can interrupt its clean-up.
+STOP_SIGNALS = {signal.SIGCHLD, signal.SIGTERM}
 
 
 class SecretUnavailable(Exception):
@@ -87,19 +117,99 @@ def script_source(code: str) -> str:
     return "def __flowgate_script__(input, steps, secrets):\n" + textwrap.indent(code or "pass", "    ") + "\n"
 
 
-def drop_root() -> None:
+def launch(memory_bytes: int, cpu_seconds: int, worker_pid: int, *, namespaces: bool = True) -> None:
+    """The launcher: contain, fork the script's process, wait for it or for SIGTERM, end everything."""
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != worker_pid:  # the worker died before the line above could take effect
+        os._exit(1)
+    if namespaces:
+        flags = CLONE_NEWPID | CLONE_NEWNET | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
+        LIBC.unshare(flags)  # when it fails, the subreaper below is what contains the script
+    LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    child = os.fork()
+    if child == 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        code = 1
+        try:
+            confine(memory_bytes, cpu_seconds)
+            run_script()
+            code = 0
+        finally:  # never return into the launcher's code
+            os._exit(code)
+    # Only the child may hold the worker's pipes, so the worker sees end-of-file when it is gone.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    status = None
+    while status is None and signal.sigwait(STOP_SIGNALS) == signal.SIGCHLD:
+        reaped, child_status = os.waitpid(child, os.WNOHANG)
+        status = child_status if reaped else None
+    code = os.waitstatus_to_exitcode(end_descendants(child, status))
+    os._exit(code if code >= 0 else 128 - code)
+
+
+def end_descendants(child: int, status: int | None) -> int:
+    """Kills and reaps every process below the launcher; returns the wait status of ``child``."""
+    while True:
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            reaped, reaped_status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            # No children left, so nothing below either: orphans re-parent to the launcher (a
+            # subreaper) before their parent can be reaped, and a namespace's init is reaped last.
+            return status
+        if reaped == child:
+            status = reaped_status
+
+
+def descendants(ancestor: int) -> list[int]:
+    """The processes below ``ancestor``, from each process's parent in /proc/<pid>/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rpartition(")")[2].split()[1])  # the name may hold ") "
+            except (OSError, ValueError, IndexError):  # gone meanwhile
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, pending = [], [ancestor]
+    while pending:
+        below = children.get(pending.pop(), [])
+        found += below
+        pending += below
+    return found
+
+
+def confine(memory_bytes: int, cpu_seconds: int) -> None:
+    """In the script's process, before anything of the job is read."""
     if os.getuid() == 0:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
+    LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # As PID 1 of its namespace the script never gets the soft limit's SIGXCPU (the kernel spares
+    # an init the signals it has no handler for); the hard limit's SIGKILL a second later ends it.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (32, 32))
 
 
-def main() -> None:
+def run_script() -> None:
     channel_in = sys.stdin
     channel_out = os.fdopen(os.dup(1), "w")
     captured = io.StringIO()
     sys.stdout = sys.stderr = captured
-    drop_root()
     job = json.loads(channel_in.readline())
     try:
         source = script_source(job["code"])
@@ -121,4 +231,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    memory, cpu, worker = (int(argument) for argument in sys.argv[1:4])
+    launch(memory, cpu, worker, namespaces="--without-namespaces" not in sys.argv[4:])
