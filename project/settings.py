@@ -210,6 +210,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
+        # The development server's request lines (runserver, ./scripts/run) carry query
+        # strings; Django's default handler for them has no redaction, ours has.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         # oauthlib and requests-oauthlib log token responses and request bodies at DEBUG;
         # urllib3 logs full URLs, query strings included. None of that may reach a log.
         "oauthlib": {"level": "WARNING"},
