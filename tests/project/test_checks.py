@@ -94,3 +94,13 @@ def test_development_keys_are_generated_once_with_a_warning(tmp_path):
     assert json.loads(keys_file.read_text()) == keys
     assert oct(keys_file.stat().st_mode & 0o777) == "0o600"
     Fernet(keys["FLOWGATE_ENCRYPTION_KEYS"].encode())  # a usable key
+
+
+def test_deploy_checks_find_nothing_in_the_documented_production_configuration(tmp_path):
+    """The README's production shape: DEBUG off, keys and hosts set, an https BASE_URL and
+    a TLS proxy in front. Django's and django-oauth-toolkit's deployment checks (HSTS, the
+    https redirect, RFC 9700 for the OAuth2 server) pass with their defaults."""
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    result = run(command, tmp_path, **PRODUCTION_ENV, FLOWGATE_BEHIND_TLS_PROXY="true")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "System check identified no issues (0 silenced)."
