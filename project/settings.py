@@ -59,6 +59,15 @@ if env_bool("FLOWGATE_BEHIND_TLS_PROXY"):
 if BASE_URL.startswith("https://"):
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# An https installation in production redirects plain http to https and tells browsers
+# to use nothing else (HSTS), so that `manage.py check --deploy` has nothing to add.
+# Behind a TLS proxy the redirect needs FLOWGATE_BEHIND_TLS_PROXY, or every request looks
+# like plain http. Development and http installations keep both off.
+_HTTPS_IN_PRODUCTION = BASE_URL.startswith("https://") and not DEBUG
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _HTTPS_IN_PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 60 * 60 if _HTTPS_IN_PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 
 # Non-public networks that outbound connections may reach (CIDR list). Empty: only
 # globally routable addresses. See project/outbound.py.
@@ -210,6 +219,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
+        # The development server's request lines (runserver, ./scripts/run) carry query
+        # strings; Django's default handler for them has no redaction, ours has.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         # oauthlib and requests-oauthlib log token responses and request bodies at DEBUG;
         # urllib3 logs full URLs, query strings included. None of that may reach a log.
         "oauthlib": {"level": "WARNING"},
@@ -230,4 +242,21 @@ OAUTH2_PROVIDER = {
     "PKCE_REQUIRED": True,
     "ROTATE_REFRESH_TOKEN": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # RFC 9700 (OAuth 2.0 Security BCP), which `check --deploy` holds this server to. Callers
+    # use the client-credentials grant only, so nothing here takes a feature they need: no
+    # implicit or password grant, no "plain" PKCE, no access token in a query string, `iss`
+    # in authorization answers, tokens stored hashed, https redirect URIs only.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    # The settings above that are already compliant (refresh-token reuse protection, https
+    # redirect URIs, exact redirect URIs, PKCE): a change back is a deploy-check error.
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }

@@ -65,6 +65,8 @@ OAUTH2_PROVIDER = {
     "OIDC_ENABLED": True,
     "OIDC_RSA_PRIVATE_KEY": _provider_signing_key(),
     "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    # The client's redirect URI is the live server's, http on loopback (RFC 8252 allows it).
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
     "OAUTH2_VALIDATOR_CLASS": "tests.provider.ProviderValidator",
     "SCOPES": {
         "openid": "OpenID Connect",
