@@ -29,5 +29,11 @@ class FlowSettings:
         """Finished runs older than this are deleted by the daily prune job."""
         return int(getattr(settings, "FLOWGATE_RUN_RETENTION_DAYS", 30))
 
+    @property
+    def max_stored_output_bytes(self) -> int:
+        """A step's input and output and a run's output are stored whole up to this many
+        bytes of JSON; past it, history keeps a marker with the size and a preview."""
+        return int(getattr(settings, "FLOWGATE_MAX_STORED_OUTPUT_BYTES", 2 * 1024 * 1024))
+
 
 flow_settings = FlowSettings()

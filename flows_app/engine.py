@@ -43,7 +43,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from flows_app import notify
+from flows_app import notify, stored
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secret_names, flow_run_refusal
@@ -244,11 +244,11 @@ class Engine:
 
         def flush():
             for record in pending:
-                record.input = redactor.data(record.input)
-                redacted = redactor.data(record.output)
-                if redacted != record.output:
-                    record.raw_output = record.output
-                record.output = redacted
+                record.input = stored.capped(redactor.data(record.input))
+                shown = stored.capped(redactor.data(record.output))
+                if shown != record.output and not stored.is_truncated(shown):
+                    record.raw_output = record.output  # the exact value, for a run that continues later
+                record.output = shown
                 record.error = redactor.text(record.error)
                 record.logs = redactor.text(record.logs)
             if len(pending) == 1:
@@ -259,13 +259,17 @@ class Engine:
 
         def finish(status: str, error: str = "") -> Any:
             flush()
-            self._finish(run, status, output=redactor.data(last_output), error=redactor.text(error))
+            self._finish(run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error))
             return last_output
 
         try:
             vault.admit_all(bound)  # a withdrawn grant fails the run before its first step
         except VaultError as exc:
             return finish(FlowRun.Status.FAILED, str(exc))
+        lost = stored.lost_checkpoint_reason(history)
+        if lost:
+            return finish(FlowRun.Status.FAILED, lost)
+
         while next_key:
             if heartbeat is not None and (heartbeat.cancelled.is_set() or heartbeat.lost.is_set()):
                 if heartbeat.lost.is_set():

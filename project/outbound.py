@@ -18,14 +18,19 @@ How it holds:
 - redirects are followed by ``request()`` one hop at a time, each hop is a new
   connection through the same guard, and credentials stay behind when a hop leaves the
   original origin;
-- only http and https, no proxies from the environment, response size and time capped.
+- only http and https, no proxies from the environment;
+- every exchange has one total deadline (connect, TLS handshake, headers and every body
+  chunk, across redirect hops in ``request()``) and a size cap counted after
+  decompression (``GuardedAdapter.send``); a session configured here gets both.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -199,17 +204,111 @@ def create_connection(host: str, port: int, timeout: float | None) -> socket.soc
     raise last_error or OSError(f"cannot connect to {host}:{port}")
 
 
+# The deadline of the exchange this thread is sending, for the pool and connection classes
+# below it (urllib3 gives them no way to receive it).
+_exchange = threading.local()
+
+
+def _current_deadline() -> _Deadline | None:
+    return getattr(_exchange, "deadline", None)
+
+
+def _deadline_error(seconds: float) -> OutboundTimeout:
+    return OutboundTimeout(f"The request did not finish within its {seconds:g} s deadline (connect, headers and body).")
+
+
+class _Deadline:
+    """One total time limit on an exchange: connect, TLS handshake, headers, every body chunk.
+
+    Socket timeouts apply to each read alone, so a server that sends a byte now and then
+    holds a request open as long as it likes. At the deadline a timer shuts the exchange's
+    sockets down, which ends a blocked read at once, whatever the server does next.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._expires_at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._watched: list[socket.socket] = []
+        self._fired = self._done = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self._expires_at
+
+    def error(self) -> OutboundTimeout:
+        return _deadline_error(self.seconds)
+
+    def bound(self, timeout: float | None) -> float:
+        """``timeout`` for one socket operation, cut to what is left of the deadline."""
+        remaining = self._expires_at - time.monotonic()
+        if remaining <= 0:
+            raise self.error()
+        return remaining if timeout is None else min(timeout, remaining)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline.
+
+        A duplicate descriptor is kept: shutdown acts on the socket, not the descriptor, and
+        TLS wrapping detaches the original socket object.
+        """
+        duplicate = socket.socket(fileno=os.dup(sock.fileno()))
+        with self._lock:
+            if self._done:
+                duplicate.close()
+                return
+            self._watched.append(duplicate)
+            if self._fired:
+                self._shut(duplicate)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed by the other side
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._fired = True
+            for sock in self._watched:
+                self._shut(sock)
+
+    def __enter__(self) -> _Deadline:
+        self._outer, _exchange.deadline = _current_deadline(), self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _exchange.deadline = self._outer
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+            for sock in self._watched:
+                sock.close()
+            self._watched.clear()
+
+
 class _GuardedConnectionMixin:
     """Connects to the address the guard approved, not to whatever DNS says next."""
 
     def _new_conn(self) -> socket.socket:
         timeout = socket.getdefaulttimeout() if self.timeout is _DEFAULT_TIMEOUT else self.timeout
+        deadline = _current_deadline()
+        if deadline is not None:
+            timeout = deadline.bound(timeout)
         try:
             sock = create_connection(self._dns_host, self.port, timeout)
         except TimeoutError as exc:
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from exc
         except OSError as exc:
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+        if deadline is not None:
+            deadline.watch(sock)  # before TLS: a handshake trickled byte by byte ends at the deadline too
         for option in self.socket_options or ():
             sock.setsockopt(*option)
         return sock
@@ -223,18 +322,33 @@ class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
     pass
 
 
-class _GuardedHTTPConnectionPool(HTTPConnectionPool):
+class _DeadlinePoolMixin:
+    """A kept-alive connection taken from the pool is watched by the exchange's deadline;
+    a new one is watched as it connects (``_GuardedConnectionMixin._new_conn``)."""
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        deadline = _current_deadline()
+        if deadline is not None and conn.sock is not None:
+            deadline.watch(conn.sock)
+        return conn
+
+
+class _GuardedHTTPConnectionPool(_DeadlinePoolMixin, HTTPConnectionPool):
     ConnectionCls = _GuardedHTTPConnection
 
 
-class _GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+class _GuardedHTTPSConnectionPool(_DeadlinePoolMixin, HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 
 class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose connections go through the guard, with capped bodies."""
+    """A requests adapter whose connections go through the guard, with a total deadline and
+    a size cap on every exchange."""
 
-    def __init__(self, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, total_timeout: float | None = None):
+    def __init__(
+        self, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, total_timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ):
         self.max_response_bytes = max_response_bytes
         self.total_timeout = total_timeout
         super().__init__(max_retries=0)
@@ -250,18 +364,43 @@ class GuardedAdapter(HTTPAdapter):
         raise OutboundError("Outbound requests do not go through proxies.")
 
     def send(self, request, stream=False, timeout=None, **kwargs):
+        """Send and read the whole body, within the deadline and the size cap.
+
+        The body is read here even when ``stream`` is asked for: a body read later would
+        escape both limits. The deadline is the adapter's ``total_timeout``, or ``timeout``
+        when that is a shorter number (``request()`` passes what is left of its own).
+        """
         scheme = urlsplit(request.url).scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             raise OutboundBlocked(f"Only http and https URLs can be requested, not {scheme or 'a relative URL'!r}.")
-        started = time.monotonic()
-        response = super().send(request, stream=True, timeout=timeout, **kwargs)
-        if not stream:
-            response._content = self._read_capped(response, started)
-            response._content_consumed = True
-            response.close()
+        seconds = self.total_timeout
+        if isinstance(timeout, (int, float)):
+            seconds = min(seconds, timeout)
+        with _Deadline(seconds) as deadline:
+            try:
+                response = super().send(request, stream=True, timeout=timeout, **kwargs)
+                content = self._read_capped(response)
+            except OutboundError:
+                raise
+            except Exception:
+                # A read the deadline cut short fails in whatever way the cut surfaces
+                # (a per-read timeout, a closed connection, a TLS error): one reason for all.
+                if deadline.expired:
+                    raise deadline.error() from None
+                raise
+            if deadline.expired:  # a body without a length ends at the shutdown as at its end
+                raise deadline.error()
+        response._content = content
+        response._content_consumed = True
+        response.close()
         return response
 
-    def _read_capped(self, response: requests.Response, started: float) -> bytes:
+    def _read_capped(self, response: requests.Response) -> bytes:
+        """The body, decompressed, refused past ``max_response_bytes``.
+
+        ``iter_content`` decodes gzip and deflate, and urllib3 inflates at most a chunk's
+        worth at a time, so a compressed bomb is stopped at the cap, not after inflating.
+        """
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_response_bytes:
             response.close()
@@ -272,9 +411,6 @@ class GuardedAdapter(HTTPAdapter):
             if size > self.max_response_bytes:
                 response.close()
                 raise OutboundTooLarge(f"Response is larger than the {self.max_response_bytes}-byte limit.")
-            if self.total_timeout is not None and time.monotonic() - started > self.total_timeout:
-                response.close()
-                raise OutboundTimeout(f"Response took longer than {self.total_timeout:g} s.")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -283,9 +419,10 @@ def configure_session(
     session: requests.Session,
     *,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-    total_timeout: float | None = None,
+    total_timeout: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> requests.Session:
-    """Route a session (also an OAuth2Session) through the guard.
+    """Route a session (also an OAuth2Session) through the guard: each request it sends
+    has ``total_timeout`` seconds in all and at most ``max_response_bytes`` of body.
 
     The session itself must not follow redirects: ``request()`` does, hop by hop.
     """
@@ -341,18 +478,21 @@ def request(
     while True:
         remaining = limits.timeout - (time.monotonic() - started)
         if remaining <= 0:
-            raise OutboundTimeout(f"Request took longer than {limits.timeout:g} s.")
-        response = http.request(
-            method,
-            url,
-            auth=auth,
-            headers=headers,
-            params=params,
-            data=data,
-            json=json,
-            timeout=remaining,
-            allow_redirects=False,
-        )
+            raise _deadline_error(limits.timeout)
+        try:
+            response = http.request(
+                method,
+                url,
+                auth=auth,
+                headers=headers,
+                params=params,
+                data=data,
+                json=json,
+                timeout=remaining,  # the hop's deadline: what is left of the whole request's
+                allow_redirects=False,
+            )
+        except OutboundTimeout:
+            raise _deadline_error(limits.timeout) from None  # the limit the caller set, not the hop's rest
         if not response.is_redirect or limits.max_redirects == 0:
             response.history = [*history, *response.history]
             return response

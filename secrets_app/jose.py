@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 MAX_TOKEN_LENGTH = 16 * 1024
 MIN_RSA_BITS = 2048
 CONTENT_ENCRYPTION = "A256GCM"
+#: A JWE with ``zip: DEF`` may inflate far beyond its own size (17 KB into 12.5 MB); its
+#: content is refused past this many bytes once decompressed.
+MAX_JWE_PLAINTEXT_BYTES = 1024 * 1024
 
 
 def sign(claims: Mapping[str, Any], key: jwk.JWK, algorithm: str, *, headers: Mapping[str, Any] | None = None) -> str:
@@ -160,8 +163,16 @@ def decrypt(token: str, key: jwk.JWK, *, algorithm: str) -> bytes:
     decrypter = jwe.JWE()
     decrypter.allowed_algs = [algorithm, CONTENT_ENCRYPTION]
     try:
-        decrypter.deserialize(token, key=key)
+        decrypter.deserialize(token)
+        # jwcrypto's own output limit is 100 MB; ours is passed here, where it can be.
+        decrypter.decrypt(key, max_plaintext=MAX_JWE_PLAINTEXT_BYTES)
     except (JWException, ValueError, TypeError, KeyError):
+        # jwcrypto reports why only in its log; the limit is checked after the content
+        # was authenticated, so saying so tells nothing to someone without the key.
+        if any("exceeds maximum allowed" in entry for entry in getattr(decrypter, "decryptlog", None) or ()):
+            raise JoseError(
+                f"The JWE's content is larger than the {MAX_JWE_PLAINTEXT_BYTES}-byte limit once decompressed."
+            ) from None
         raise JoseError("The JWE cannot be decrypted with this key.") from None
     return decrypter.payload
 

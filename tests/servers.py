@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,3 +92,39 @@ class RecordingServer:
     @property
     def last(self) -> ReceivedRequest:
         return self.requests[-1]
+
+
+class TricklingServer:
+    """A raw HTTP server that declares a body of ``declared`` bytes and sends one byte per
+    ``interval`` seconds, for one connection; it stops when the client hangs up or after
+    ``limit`` bytes (so a client without a deadline still ends, with a short body).
+    ``sent`` counts the body bytes that left; ``finished`` is set when it stops."""
+
+    def __init__(self, *, declared: int = 100_000, interval: float = 0.2, limit: int = 100, headers: str = ""):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/slow"
+        self.sent = 0
+        self.finished = threading.Event()
+        self._declared, self._interval, self._limit, self._headers = declared, interval, limit, headers
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            connection, _ = self._listener.accept()
+            with connection:
+                connection.recv(65536)  # the request; its content does not matter
+                connection.sendall(
+                    f"HTTP/1.1 200 OK\r\nContent-Length: {self._declared}\r\n{self._headers}\r\n".encode()
+                )
+                while self.sent < self._limit:
+                    readable, _, _ = select.select([connection], [], [], self._interval)
+                    if readable and not connection.recv(1):
+                        return  # the client closed the connection
+                    connection.sendall(b"x")
+                    self.sent += 1
+        except OSError:
+            pass  # the client reset the connection
+        finally:
+            self._listener.close()
+            self.finished.set()

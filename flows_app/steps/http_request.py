@@ -99,7 +99,9 @@ class HttpRequest(StepKind):
             )
         except (outbound.OutboundBlocked, outbound.OutboundTooLarge) as exc:
             raise StepError(str(exc)) from None
-        except (outbound.OutboundTimeout, outbound.OutboundUnreachable, requests.Timeout, requests.ConnectionError) as exc:
+        except outbound.OutboundTimeout as exc:
+            raise StepError(f"{exc} ({url})", retryable=True) from None
+        except (outbound.OutboundUnreachable, requests.Timeout, requests.ConnectionError) as exc:
             raise StepError(f"{type(exc).__name__}: the request to {url} did not complete.", retryable=True) from None
         except TokenEndpointUnavailable as exc:
             raise StepError(str(exc), retryable=True) from None

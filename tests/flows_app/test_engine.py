@@ -144,7 +144,7 @@ def test_a_step_timeout_fails_the_step(worker):
     try:
         flow = make_flow("slow", [{"key": "call", "kind": "http_request", "url": server.url, "timeout": 1}])
         run = run_flow(flow)
-        assert run.status == "failed" and "did not complete" in run.error
+        assert run.status == "failed" and "did not finish within its 1 s deadline" in run.error
     finally:
         server.stop()
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from project import outbound
-from tests.servers import RecordingServer, Reply
+from tests.servers import RecordingServer, Reply, TricklingServer
 
 
 @pytest.fixture
@@ -155,8 +155,35 @@ def test_a_slow_server_hits_the_time_limit(local_server):
         return Reply(body="late")
 
     local_server.handler = slow
-    with pytest.raises(requests.exceptions.Timeout):
+    with pytest.raises(outbound.OutboundTimeout, match="0.5 s deadline"):
         outbound.request("GET", local_server.url, limits=outbound.Limits(timeout=0.5))
+
+
+def test_a_body_trickled_byte_by_byte_is_cut_at_the_total_deadline():
+    server = TricklingServer(declared=100_000, interval=0.2, limit=100)
+    with pytest.raises(outbound.OutboundTimeout, match="within its 1 s deadline"):
+        outbound.request("GET", server.url, limits=outbound.Limits(timeout=1))
+    assert server.finished.wait(60)
+    assert server.sent < 100  # the client hung up; the server did not run out of bytes
+
+
+def test_a_session_configured_by_the_guard_has_the_same_deadline():
+    """What the OAuth2 client does with its OAuth2Session: the deadline is the session's."""
+    server = TricklingServer()
+    http = outbound.configure_session(requests.Session(), total_timeout=1)
+    with pytest.raises(outbound.OutboundTimeout, match="within its 1 s deadline"):
+        http.get(server.url, timeout=30)  # a per-read timeout the trickle never reaches
+    assert server.finished.wait(60)
+    assert server.sent < 100
+
+
+def test_gzip_body_is_capped_after_decompression(local_server):
+    import gzip
+
+    bomb = gzip.compress(b"0" * (20 * 1024 * 1024))  # about 20 KB on the wire
+    local_server.handler = lambda request: Reply(body=bomb, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(outbound.OutboundTooLarge, match="100000-byte limit"):
+        outbound.request("GET", local_server.url, limits=outbound.Limits(max_response_bytes=100_000))
 
 
 def test_database_connections_are_guarded(closed):

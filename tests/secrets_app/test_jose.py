@@ -1,17 +1,18 @@
-"""JWKS downloads: which keys are used, and what a failed download leaves in place."""
+"""JWKS downloads (which keys are used, what a failed download leaves in place), JWE limits."""
 
 import time
 
 import jwt as pyjwt
 import pytest
-from jwcrypto import jwk
+from jwcrypto import jwe, jwk
 
+from secrets_app import jose
 from secrets_app.api import Vault
-from secrets_app.exceptions import TokenRejected
+from secrets_app.exceptions import JoseError, SecretMisconfigured, TokenRejected
 from secrets_app.jose import jwks_cache
 from secrets_app.services.secrets import secret_create
 from tests.secrets_app.kinds.test_rs256 import PRIVATE_PEM, private_pem
-from tests.servers import Reply
+from tests.servers import Reply, TricklingServer
 
 WEAK_PEM = private_pem(1024)
 
@@ -72,3 +73,38 @@ class TestJwksDownloads:
             with pytest.raises(TokenRejected):
                 vault.verify_jws("issuer", token(PRIVATE_PEM, kid))
         assert len(issuer.requests) == 2
+
+    def test_a_jwks_trickled_byte_by_byte_is_cut_at_the_deadline(self, settings):
+        settings.FLOWGATE_OUTBOUND_TIMEOUT_SECONDS = 1
+        server = TricklingServer()
+        jwks_cache.clear()
+        with pytest.raises(SecretMisconfigured, match="within its 1 s deadline"):
+            jwks_cache.keys(server.url)
+        assert server.finished.wait(60)
+        assert server.sent < 100
+
+
+def deflated_jwe(plaintext: bytes, key: jwk.JWK) -> str:
+    """A JWE as another party may send it: compressed (``zip: DEF``) before encryption."""
+    token = jwe.JWE(plaintext, protected={"alg": "dir", "enc": "A256GCM", "zip": "DEF"})
+    token.add_recipient(key)
+    return token.serialize(compact=True)
+
+
+class TestJweLimits:
+    key = jose.symmetric_key(b"k" * 32)
+
+    def test_jwe_decompression_is_capped(self):
+        bomb = deflated_jwe(b"0" * (20 * 1024 * 1024), self.key)
+        assert len(bomb) < 64 * 1024  # a token of ordinary size
+        with pytest.raises(JoseError, match="larger than the 1048576-byte limit once decompressed"):
+            jose.decrypt(bomb, self.key, algorithm="dir")
+
+    def test_a_compressed_jwe_within_the_limit_decrypts(self):
+        plaintext = b'{"card": "4111"}' * 1000
+        assert jose.decrypt(deflated_jwe(plaintext, self.key), self.key, algorithm="dir") == plaintext
+
+    def test_a_wrong_key_is_still_reported_as_a_wrong_key(self):
+        token = deflated_jwe(b"0" * (20 * 1024 * 1024), self.key)
+        with pytest.raises(JoseError, match="cannot be decrypted with this key"):
+            jose.decrypt(token, jose.symmetric_key(b"j" * 32), algorithm="dir")

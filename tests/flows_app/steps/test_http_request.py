@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from flows_app.services.flows import step_spec_from_data
 from tests.flows_app.conftest import execute, make_flow
-from tests.servers import Reply
+from tests.servers import Reply, TricklingServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,6 +51,15 @@ def test_success_statuses_can_include_a_404(local_server):
     assert execute(http_flow(url=local_server.url, success_statuses="2xx, 404")).status == "succeeded"
     failed = execute(http_flow(url=local_server.url))
     assert failed.status == "failed" and failed.step_runs.get().output["body"] == "missing"
+
+
+def test_http_step_total_deadline_holds_against_a_slow_body():
+    server = TricklingServer(declared=100_000, interval=0.2, limit=100)
+    run = execute(http_flow(url=server.url, timeout=1))
+    assert run.status == "failed"
+    assert "did not finish within its 1 s deadline" in run.step_runs.get().error
+    assert server.finished.wait(60)
+    assert server.sent < 100  # the step hung up; the server did not run out of bytes
 
 
 def test_redirects_can_be_left_unfollowed(local_server):

@@ -17,7 +17,7 @@ from secrets_app.models import AuditEvent, OAuth2Connection, Secret
 from secrets_app.services.oauth2 import oauth2_connection_revoke, oauth2_due_refreshes_schedule
 from secrets_app.services.secrets import secret_create, secret_delete, secret_update
 from secrets_app.tasks import oauth2_refresh_connection, oauth2_refresh_due_connections
-from tests.servers import RecordingServer, Reply
+from tests.servers import RecordingServer, Reply, TricklingServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -202,6 +202,17 @@ class TestProviderAnswers:
             assert stored(secret).tokens == {"access_token": "new-access-2", "refresh_token": "old-refresh-1"}
         finally:
             server.stop()
+
+    def test_a_token_answer_trickled_byte_by_byte_is_cut_at_the_deadline(self, db, settings):
+        from secrets_app.oauth2.client import OAuth2Config, OAuth2Hooks
+
+        settings.FLOWGATE_OUTBOUND_TIMEOUT_SECONDS = 1
+        server = TricklingServer()
+        secret = token_endpoint_secret(server)
+        with pytest.raises(TokenEndpointUnavailable, match="OutboundTimeout"):
+            OAuth2Hooks().refresh(OAuth2Config.from_secret(secret), refresh_token="old-refresh-1")
+        assert server.finished.wait(60)
+        assert server.sent < 100
 
     def test_transient_failures_are_retried_with_backoff(self, db):
         answers = [Reply(status=503), Reply(status=502), Reply(body={"access_token": "new-access-2", "expires_in": 60})]
