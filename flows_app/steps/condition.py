@@ -32,6 +32,13 @@ class Condition(StepKind):
         if errors:
             raise ValidationError(errors)
 
+    @classmethod
+    def secret_names(cls, config, secret_name):
+        # The expression is a template too, written without its braces.
+        expression = config.get("expression")
+        names = templating.secret_names("{{ " + expression + " }}") if isinstance(expression, str) else frozenset()
+        return super().secret_names(config, secret_name) | names
+
     def execute(self, context):
         try:
             result = bool(templating.render("{{ " + context.config["expression"] + " }}", context.data))

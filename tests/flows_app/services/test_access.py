@@ -47,6 +47,14 @@ class TestBindingsAreFoundOnSave:
         )
         assert bound(flow) == ["hook-key", "tok-main"]
 
+    def test_a_condition_expression_binds_the_secrets_it_reads(self, people):
+        flow = make_flow(
+            "gate",
+            [{"key": "check", "kind": "condition", "expression": "secrets.get_password('tok-main') != ''", "then": "stop"}],
+        )
+        assert bound(flow) == ["tok-main"]
+        assert execute(flow).status == FlowRun.Status.SUCCEEDED
+
     @pytest.mark.parametrize(
         "template",
         [
