@@ -7,14 +7,18 @@ cancelled and re-run through ``flows_app.services.runs``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from oauth2_provider.admin import ApplicationAdmin
 from oauth2_provider.models import get_application_model
@@ -31,6 +35,7 @@ from flows_app.forms import (
     kind_fieldsets,
 )
 from flows_app.models import ClientPolicy, EndpointTrigger, Flow, FlowRun, ScheduleTrigger, Step, StepRun
+from flows_app.selectors import run_step_reports
 from flows_app.services.flows import flow_change_record
 from flows_app.services.access import access_problems, flow_bindings_save, run_data_refusal
 from flows_app.services.runs import FlowDisabled, RunNotAllowed, flow_run_cancel, flow_run_rerun, flow_run_start
@@ -279,6 +284,15 @@ class StepRunInline(RunRecordDisplay, admin.TabularInline):
         fields = super().get_fields(request, obj)
         return [name for name in fields if name not in RUN_DATA_FIELDS] if run_data_hidden(request, obj) else fields
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("run")
+
+    @admin.display(description="Output")
+    def output_pretty(self, obj):
+        if obj.output is not None and not obj.next_step_key and obj.output == obj.run.output:
+            return "The run's output (above)."  # where the run ended: the same data, shown once
+        return super().output_pretty(obj)
+
     @admin.display(description="Logs")
     def logs_text(self, obj):
         return preformatted(obj.logs)
@@ -337,7 +351,13 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
 
     @admin.display(description="Response")
     def response_pretty(self, obj):
-        return pretty_json(obj.response)
+        response = obj.response
+        if obj.output is not None and response == obj.output:  # a flow that ends with its respond step
+            return "The run's output (above)."
+        if isinstance(response, dict) and obj.output is not None and response.get("body") == obj.output:
+            status_and_headers = {name: value for name, value in response.items() if name != "body"}
+            return format_html("{}<p>Body: the run's output (above).</p>", pretty_json(status_and_headers))
+        return pretty_json(response)
 
     @admin.action(description="Re-run from the failed step")
     def rerun_selected(self, request, queryset):
@@ -363,8 +383,41 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
         own = [
             path("<int:pk>/rerun/", self.admin_site.admin_view(self.rerun_view), name="flows_app_flowrun_rerun"),
             path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view), name="flows_app_flowrun_cancel"),
+            path("<int:pk>/status/", self.admin_site.admin_view(self.status_view), name="flows_app_flowrun_status"),
         ]
         return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, unquote(object_id))
+        if run is not None and self.has_view_permission(request, run):
+            step_runs = list(run.step_runs.order_by("id"))
+            extra_context = {
+                **(extra_context or {}),
+                "run_state": run_state(run, len(step_runs)),
+                "timeline": run_timeline(run, step_runs, timezone.now()),
+                "step_reports": run_step_reports(run, step_runs),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def status_view(self, request, pk):
+        """What the run page polls while the run is queued or running.
+
+        Only what the page shows everyone who may view the run (status, how many steps
+        ran), never its inputs, outputs or logs: it tells nobody more than the page would.
+        """
+        run = self.get_object(request, str(pk))
+        if run is None:
+            raise Http404
+        if not self.has_view_permission(request, run):
+            raise PermissionDenied
+        return JsonResponse(
+            {
+                "status": run.status,
+                "label": run.get_status_display(),
+                "finished": run.finished,
+                "state": run_state(run, run.step_runs.count()),
+            }
+        )
 
     def rerun_view(self, request, pk):
         run = get_object_or_404(FlowRun, pk=pk)
@@ -386,6 +439,106 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
             if flow_run_cancel(run=run, acting_user=request.user):
                 self.message_user(request, "Cancelled.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:flows_app_flowrun_change", args=[pk]))
+
+
+def run_state(run: FlowRun, step_run_count: int) -> str:
+    """Changes whenever the run page would show something new: its status or a step recorded."""
+    return f"{run.status}/{step_run_count}"
+
+
+def seconds_label(seconds: float) -> str:
+    if seconds == 0:
+        return "0 s"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+@dataclass(frozen=True)
+class TimelineBar:
+    label: str
+    css_class: str
+    colour: str
+    x: float
+    width: float
+    y: float
+    text: str  # beside the bar: its duration, and the wait before it
+
+    @property
+    def text_x(self) -> float:
+        return self.x + self.width + 4
+
+    @property
+    def baseline(self) -> float:
+        return self.y + 12
+
+
+@dataclass(frozen=True)
+class Timeline:
+    queue_note: str
+    bars: list[TimelineBar]
+    ticks: list[tuple[float, str]]  # (x, label) along the time axis
+    width: int
+    height: int
+    axis_y: float
+    chart_x: int
+
+    @property
+    def label_x(self) -> int:
+        return self.chart_x - 8
+
+    @property
+    def tick_label_y(self) -> float:
+        return self.axis_y + 16
+
+
+TIMELINE_LABELS, TIMELINE_CHART, TIMELINE_TEXT, TIMELINE_ROW = 190, 520, 170, 24
+
+
+def run_timeline(run: FlowRun, step_runs: list[StepRun], now: datetime) -> Timeline:
+    """How long the run waited in the queue, then its step runs on a time axis from when a
+    worker took it up: one bar per step run (a retry is a bar of its own), the gaps between
+    them being the waits. The queue is a sentence, not a bar: it would squeeze the steps."""
+    picked_up = run.started_at or (step_runs[0].started_at if step_runs else None)
+    queued = seconds_label(((picked_up or run.finished_at or now) - run.queued_at).total_seconds())
+    if picked_up:
+        queue_note = f"Waited {queued} in the queue before a worker took it up."
+    elif run.finished:
+        queue_note = f"Ended after {queued} in the queue, before any step ran."
+    else:
+        queue_note = f"In the queue for {queued} so far."
+    if not step_runs:
+        return Timeline(queue_note, [], [], 0, 0, 0, TIMELINE_LABELS)
+    end = max([run.finished_at or now, *(step_run.finished_at for step_run in step_runs)])
+    span = max((end - picked_up).total_seconds(), 0.001)
+
+    def x(moment: datetime) -> float:
+        return TIMELINE_LABELS + (moment - picked_up).total_seconds() / span * TIMELINE_CHART
+
+    bars, previous_end = [], picked_up
+    for row, step_run in enumerate(step_runs):
+        waited = (step_run.started_at - previous_end).total_seconds()
+        text = seconds_label(step_run.duration_ms / 1000)
+        if waited / span >= 0.02:  # a visible gap: say how long the run waited
+            text += f", after waiting {seconds_label(waited)}"
+        bars.append(
+            TimelineBar(
+                label=step_run.step_key + (f" (attempt {step_run.attempt})" if step_run.attempt > 1 else ""),
+                css_class=f"step-bar {step_run.status}",
+                colour=STATUS_COLOURS.get(step_run.status, "#000"),
+                x=x(step_run.started_at),
+                width=max(x(step_run.finished_at) - x(step_run.started_at), 2.0),  # an instant step still shows
+                y=row * TIMELINE_ROW + 4,
+                text=text,
+            )
+        )
+        previous_end = max(previous_end, step_run.finished_at)
+    axis_y = len(bars) * TIMELINE_ROW + 6
+    ticks = [(TIMELINE_LABELS + TIMELINE_CHART * n / 4, seconds_label(span * n / 4)) for n in range(5)]
+    width = TIMELINE_LABELS + TIMELINE_CHART + TIMELINE_TEXT
+    return Timeline(queue_note, bars, ticks, width, int(axis_y + 22), axis_y, TIMELINE_LABELS)
 
 
 class ClientPolicyInline(RequestUserInline):

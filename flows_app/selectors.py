@@ -1,4 +1,4 @@
-"""Reads of the flow engine's configuration on hot paths.
+"""Reads of the flow engine's configuration on hot paths, and of runs for the admin.
 
 ``endpoint_get(path)`` serves every call to ``/hooks/<path>``. It keeps what it read (the
 endpoint trigger with its flow and secret) in a per-process cache for at most
@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
+from django.db.models import Count, F, OuterRef, Q, Subquery
 
-from flows_app.models import EndpointTrigger
+from flows_app.models import EndpointTrigger, Flow, FlowRun, StepRun
+from flows_app.services.access import step_secret_names
+from flows_app.steps import STEP_KINDS
+from flows_app.steps.base import StepKind
+from secrets_app.models import AuditEvent
+from secrets_app.selectors import secrets_exist, token_refreshes
 
 _lock = threading.Lock()
 _endpoints: dict[str, tuple[float, EndpointTrigger]] = {}
@@ -42,3 +50,107 @@ def endpoint_get(path: str) -> EndpointTrigger | None:
 def endpoint_cache_clear(**kwargs) -> None:
     with _lock:
         _endpoints.clear()
+
+
+# -- the front page ------------------------------------------------------------------------
+
+
+def runs_by_status(*, since: datetime) -> dict[str, int]:
+    """How many runs were queued since ``since``, for every status (0 when none): one query."""
+    counts = dict(FlowRun.objects.filter(queued_at__gte=since).values_list("status").annotate(Count("id")).order_by())
+    return {status: counts.get(status, 0) for status in FlowRun.Status.values}
+
+
+def flows_failed_since(*, since: datetime, limit: int = 10) -> list[Flow]:
+    """Flows with runs queued since ``since`` that failed, the latest failure first: one query.
+
+    Each flow carries ``failures`` (how many) and its latest failed run's ``last_failure_pk``,
+    ``last_failure_at`` and ``last_failure_error``.
+    """
+    failed = Q(runs__status=FlowRun.Status.FAILED, runs__queued_at__gte=since)
+    latest = FlowRun.objects.filter(flow=OuterRef("pk"), status=FlowRun.Status.FAILED).order_by("-queued_at", "-id")
+    return list(
+        Flow.objects.annotate(
+            failures=Count("runs", filter=failed),
+            last_failure_pk=Subquery(latest.values("pk")[:1]),
+            last_failure_at=Subquery(latest.values("finished_at")[:1]),
+            last_failure_error=Subquery(latest.values("error")[:1]),
+        )
+        .filter(failures__gt=0)
+        .order_by(F("last_failure_at").desc(nulls_last=True), "name")[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class GettingStarted:
+    """The first three things a new installation needs; the front page shows them until done."""
+
+    account_connected: bool  # a secret exists (an OAuth2 connection is one)
+    flow_built: bool
+    flow_called: bool  # a run came in through an endpoint trigger
+
+    @property
+    def done(self) -> bool:
+        return self.account_connected and self.flow_built and self.flow_called
+
+
+def getting_started() -> GettingStarted:
+    return GettingStarted(
+        account_connected=secrets_exist(),
+        flow_built=Flow.objects.exists(),
+        flow_called=FlowRun.objects.filter(trigger="endpoint").exists(),
+    )
+
+
+# -- the run page --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One step of a run's flow: its attempts in this run (none: it did not run), the secrets
+    it uses as the flow is configured now, and the token refreshes of those secrets that
+    happened while one of its attempts ran."""
+
+    key: str
+    kind: str
+    attempts: list[StepRun]
+    secret_names: list[str]
+    refreshes: list[AuditEvent]
+
+
+def run_step_reports(run: FlowRun, step_runs: list[StepRun]) -> list[StepReport]:
+    """The run's flow's steps in their order, then steps that ran but are no longer in the flow."""
+    attempts: dict[str, list[StepRun]] = {}
+    for step_run in step_runs:
+        attempts.setdefault(step_run.step_key, []).append(step_run)
+    steps = {step.key: step for step in run.flow.steps.select_related("secret")}
+    names: dict[str, list[str]] = {}
+    for key, step in steps.items():
+        secret_name = step.secret.name if step.secret_id else None
+        kind_class = STEP_KINDS.get(step.kind, StepKind)  # a kind since removed: only its secret
+        names[key] = sorted(step_secret_names(kind_class, step.config, secret_name))
+    refreshes = []
+    if step_runs and any(names.values()):
+        refreshes = token_refreshes(
+            names={name for group in names.values() for name in group},
+            since=min(step_run.started_at for step_run in step_runs),
+            until=max(step_run.finished_at for step_run in step_runs),
+        )
+    reports = []
+    for key in [*steps, *(key for key in attempts if key not in steps)]:
+        ran = attempts.get(key, [])
+        reports.append(
+            StepReport(
+                key=key,
+                kind=steps[key].kind if key in steps else ran[0].step_kind,
+                attempts=ran,
+                secret_names=names.get(key, []),
+                refreshes=[
+                    event
+                    for event in refreshes
+                    if event.target_name in names.get(key, [])
+                    and any(attempt.started_at <= event.at <= attempt.finished_at for attempt in ran)
+                ],
+            )
+        )
+    return reports

@@ -87,7 +87,7 @@ FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS = env_int("FLOWGATE_OAUTH2_PROACTIVE_WI
 FLOWGATE_OAUTH2_HOOK_MODULES = env_list("FLOWGATE_OAUTH2_HOOK_MODULES")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "flows_app.admin_site.FlowgateAdminConfig",  # django.contrib.admin with the product's front page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -154,6 +154,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# The admin's timestamps with seconds (project/formats/en/formats.py): runs take seconds.
+FORMAT_MODULE_PATH = ["project.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -2,11 +2,14 @@
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.db.models import Q
+
 from secrets_app.exceptions import SecretNotFound
-from secrets_app.models import OAuth2Connection, Secret
+from secrets_app.models import AuditEvent, OAuth2Connection, Secret
 
 
 def secret_get(*, name: str) -> Secret:
@@ -57,3 +60,55 @@ def secret_deletion_previews(secrets: Iterable[Secret]) -> list[DeletionPreview]
                 )
         previews.append(DeletionPreview(secret=secret, revocation=revocation))
     return previews
+
+
+@dataclass(frozen=True)
+class ConnectionProblem:
+    """A secret the front page lists under "needs attention", with why and since when."""
+
+    secret_id: int
+    name: str
+    problem: str
+    since: datetime | None
+    is_oauth2: bool
+
+
+def connections_needing_attention(*, limit: int = 10) -> list[ConnectionProblem]:
+    """Secrets whose Test failed and OAuth2 connections that are not connected, revoked,
+    need re-authorization or keep failing to refresh: one query."""
+    Status = OAuth2Connection.Status
+    troubled = (
+        Q(status=Secret.Status.FAILING)
+        | Q(oauth2_connection__status__in=[Status.NOT_CONNECTED, Status.NEEDS_REAUTHORIZATION, Status.REVOKED])
+        | Q(oauth2_connection__failure_count__gt=0)
+    )
+    problems = []
+    for secret in Secret.objects.filter(troubled).select_related("oauth2_connection").order_by("name")[:limit]:
+        connection = getattr(secret, "oauth2_connection", None)
+        if connection is not None and connection.status != Status.CONNECTED:
+            detail = f": {connection.last_error}" if connection.last_error else ""
+            problem, since = f"{connection.get_status_display()}{detail}", connection.last_error_at
+        elif connection is not None and connection.failure_count:
+            problem = f"Refresh failed {connection.failure_count} times: {connection.last_error}"
+            since = connection.last_error_at
+        else:
+            problem, since = f"Test failed: {secret.status_detail or 'no detail'}", secret.last_tested_at
+        problems.append(ConnectionProblem(secret.pk, secret.name, problem, since, connection is not None))
+    return problems
+
+
+def secrets_exist() -> bool:
+    return Secret.objects.exists()
+
+
+#: Audit actions that say a token was refreshed for a secret, or that refreshing it failed.
+REFRESH_ACTIONS = ("oauth2.refresh", "oauth2.refresh_failed", "oauth2.needs_reauthorization")
+
+
+def token_refreshes(*, names: Iterable[str], since, until) -> list[AuditEvent]:
+    """Refreshes (and failed ones) of these secrets' tokens between ``since`` and ``until``, oldest first."""
+    return list(
+        AuditEvent.objects.filter(
+            action__in=REFRESH_ACTIONS, target_type="secret", target_name__in=set(names), at__gte=since, at__lte=until
+        ).order_by("at", "id")
+    )
