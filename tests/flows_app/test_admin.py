@@ -92,7 +92,15 @@ def test_invalid_json_is_reported_on_its_field(admin_client):
     data = flow_post("badjson", [{"key": "greet", "kind": "transform", "value": 1}])
     data["steps-0-transform__value"] = '{"a": }'
     errors = form_errors(admin_client.post(ADD, data))
-    assert any(error.startswith("transform__value: Not valid JSON: Expecting value") for error in errors)
+    assert "transform__value: Not valid JSON at line 1, column 7: Expecting value." in errors
+
+
+def test_json_text_holding_templates_that_does_not_parse_is_refused_not_kept_as_text(admin_client):
+    data = flow_post("hook", [{"key": "reply", "kind": "respond"}])
+    data["steps-0-respond__body"] = '{\n  "id": "{{ trigger.id }}",\n}'
+    errors = form_errors(admin_client.post(ADD, data))
+    assert errors == ["respond__body: Not valid JSON at line 3, column 1: Expecting property name enclosed in double quotes."]
+    assert not Flow.objects.exists()
 
 
 def test_a_secret_of_the_wrong_kind_is_refused(admin_client):
