@@ -103,6 +103,20 @@ def test_json_text_holding_templates_that_does_not_parse_is_refused_not_kept_as_
     assert not Flow.objects.exists()
 
 
+def test_templates_reading_a_step_that_has_not_run_are_refused_beside_the_field(admin_client):
+    steps = [
+        {"key": "gate", "kind": "condition", "expression": "steps.me.ok", "then": "continue"},
+        {"key": "me", "kind": "transform", "value": 1},
+        {"key": "reply", "kind": "respond", "body": {"id": "{{ steps.nosuch.id }}"}},
+    ]
+    errors = form_errors(admin_client.post(ADD, flow_post("refs", steps)))
+    assert errors == [
+        "condition__expression: Step 'gate': steps.me: there is no step 'me' before this one.",
+        "respond__body: Step 'reply': steps.nosuch: there is no step 'nosuch' before this one.",
+    ]
+    assert not Flow.objects.exists()
+
+
 def test_a_secret_of_the_wrong_kind_is_refused(admin_client):
     secret = secret_create(name="pg", kind="api_token", data={"token": "t-123456"})
     errors = form_errors(admin_client.post(ADD, flow_post("wrong", [{"key": "q", "kind": "sql", "query": "SELECT 1", "secret": str(secret.pk)}])))
