@@ -124,9 +124,16 @@ def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
     return changed
 
 
+def flow_error_handler_check(*, slug: str, handler_slug: str) -> None:
+    """A flow cannot handle its own errors: its handler's failure would start the handler again."""
+    if slug and handler_slug == slug:
+        raise ValidationError({"error_handler": "A flow cannot handle its own errors; choose another flow, or none."})
+
+
 @transaction.atomic
 def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tuple[Flow, str, list[str]]:
     """Create or update a flow and replace its steps. Returns (flow, action, changed fields)."""
+    flow_error_handler_check(slug=spec.slug, handler_slug=spec.error_handler)
     handler = None
     if spec.error_handler:
         handler = Flow.objects.filter(slug=spec.error_handler).first()

@@ -63,7 +63,7 @@ def flow_post(name, steps):
 
 
 def form_errors(response):
-    errors = []
+    errors = [f"{field}: {message}" for field, messages in response.context["adminform"].form.errors.items() for message in messages]
     for formset in response.context["inline_admin_formsets"]:
         for form in formset.formset.forms:
             for field, messages in form.errors.items():
@@ -115,6 +115,16 @@ def test_templates_reading_a_step_that_has_not_run_are_refused_beside_the_field(
         "respond__body: Step 'reply': steps.nosuch: there is no step 'nosuch' before this one.",
     ]
     assert not Flow.objects.exists()
+
+
+def test_a_flow_chosen_as_its_own_error_handler_is_refused(admin_client, db):
+    flow = make_flow("alone", [])
+    data = flow_post("alone", [])
+    data["error_handler"] = str(flow.pk)
+    errors = form_errors(admin_client.post(reverse("admin:flows_app_flow_change", args=[flow.pk]), data))
+    assert errors == ["error_handler: A flow cannot handle its own errors; choose another flow, or none."]
+    flow.refresh_from_db()
+    assert flow.error_handler is None
 
 
 def test_a_secret_of_the_wrong_kind_is_refused(admin_client):

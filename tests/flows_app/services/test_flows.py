@@ -1,6 +1,10 @@
 """Checks across a flow's steps, and the flow's own settings, on save."""
 
+import pytest
+from django.core.exceptions import ValidationError
+
 from flows_app.services.flows import flow_steps_check, step_spec_from_data
+from tests.flows_app.conftest import make_flow
 
 
 def check(*steps):
@@ -49,3 +53,13 @@ class TestStepReferences:
 
         assert check(*steps({"on_error": "goto", "error_step": "reply"})) == {}
         assert check(*steps({})) == {"steps[0].body": ["steps.fallback: there is no step 'fallback' before this one."]}
+
+
+class TestErrorHandler:
+    def test_a_flow_cannot_handle_its_own_errors(self, db):
+        steps = [{"key": "log", "kind": "transform", "value": 1}]
+        make_flow("notify", steps)
+        for slug in ("notify", "fresh"):  # a flow already saved, and a new one
+            with pytest.raises(ValidationError) as error:
+                make_flow(slug, steps, error_handler=slug)
+            assert error.value.message_dict == {"error_handler": ["A flow cannot handle its own errors; choose another flow, or none."]}
