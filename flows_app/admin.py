@@ -28,6 +28,7 @@ from flows_app.forms import (
     COMMON_STEP_FIELDS,
     ClientPolicyForm,
     EndpointTriggerForm,
+    FlowForm,
     RunInputForm,
     ScheduleTriggerForm,
     StepForm,
@@ -130,6 +131,7 @@ def localize_time(value) -> str:
 
 @admin.register(Flow)
 class FlowAdmin(admin.ModelAdmin):
+    form = FlowForm
     list_display = ("name", "slug", "enabled", "step_count", "triggers", "last_run", "history_link")
     list_filter = ("enabled",)
     search_fields = ("name", "slug", "description")

@@ -19,7 +19,7 @@ from django.forms.models import BaseInlineFormSet
 
 from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step, comma_list
 from flows_app.services.access import access_problems, step_access_problems
-from flows_app.services.flows import flow_steps_check, step_permission_check, step_secret_check
+from flows_app.services.flows import flow_error_handler_check, flow_steps_check, step_permission_check, step_secret_check
 from flows_app.services.specs import StepSpec
 from flows_app.services.triggers import (
     endpoint_auth_clean,
@@ -231,6 +231,17 @@ class EndpointTriggerForm(KindConfigForm):
         secret = cleaned.get("auth_secret")
         for problem in access_problems([secret.name] if secret else [], self.access_users()):
             self.add_error("auth_secret", f"{self.label()}: {problem}")
+        return cleaned
+
+
+class FlowForm(forms.ModelForm):
+    def clean(self):
+        cleaned = super().clean()
+        handler = cleaned.get("error_handler")
+        try:  # the stored slugs: the flow may be renamed in this same form
+            flow_error_handler_check(slug=self.instance.slug, handler_slug=handler.slug if handler else "")
+        except ValidationError as exc:
+            self.add_error(None, exc)
         return cleaned
 
 

@@ -165,6 +165,28 @@ def secret_names(text: str) -> frozenset[str]:
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=4096)
+def step_names(text: str) -> frozenset[str]:
+    """The steps whose results ``text`` (already checked) reads as ``steps.name`` or
+    ``steps['name']``; not method calls such as ``steps.get('name')``, nor a ``steps`` the
+    template defines itself. A name computed at run time cannot be known here."""
+    if not is_template(text) or "steps" not in text:
+        return frozenset()
+    tree = ENVIRONMENT.parse(text)
+    if any(name.name == "steps" and name.ctx != "load" for name in tree.find_all(nodes.Name)):
+        return frozenset()
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
+    names = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if not (isinstance(node.node, nodes.Name) and node.node.name == "steps") or id(node) in called:
+            continue
+        if isinstance(node, nodes.Getattr):
+            names.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            names.add(node.arg.value)
+    return frozenset(names)
+
+
 def check(text: str) -> None:
     """Raise TemplateFailed when ``text`` does not compile or reads secrets by computed names."""
     if is_template(text):
@@ -186,6 +208,11 @@ def check_all(value: Any) -> list[tuple[str, str]]:
 def secret_names_in(value: Any) -> set[str]:
     """``secret_names`` of every string inside ``value`` (already checked)."""
     return {name for _path, text in _strings(value) for name in secret_names(text)}
+
+
+def step_names_in(value: Any) -> set[str]:
+    """``step_names`` of every string inside ``value`` (already checked)."""
+    return {name for _path, text in _strings(value) for name in step_names(text)}
 
 
 def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

@@ -57,11 +57,32 @@ def parse_mapping_lines(text: str, separator: str) -> dict[str, str]:
     return result
 
 
+def is_json_text(value: Any) -> bool:
+    """Whether ``value`` is text typed as a JSON object or array (a ``{`` or ``[`` that does
+    not open a template). A JSON string a form already read (``"[1]"``) stays a string."""
+    if not isinstance(value, str) or isinstance(value, forms.fields.JSONString):
+        return False
+    text = value.lstrip()
+    return text[:1] in ("{", "[") and not text.startswith(_TEMPLATE_MARKERS)
+
+
+def json_text_loads(text: str) -> Any:
+    """The JSON in text a person typed; the error says where it breaks."""
+    try:
+        return jsonsafe.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"Not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.") from None
+    except ValueError as exc:
+        raise ValidationError(f"Not valid JSON: {exc}.") from None
+
+
 class DetailedJSONField(forms.JSONField):
     """A form JSONField whose error says where the JSON is broken.
 
     With ``bare_templates``, text that is not JSON but holds a template
     (``{{ steps.me.body }}``) is taken as that string: nobody should have to quote it.
+    Text that opens an object or array is JSON, template or not: a broken one is an
+    error, never a string rendered as text.
     """
 
     def __init__(self, *, bare_templates: bool = False, **kwargs):
@@ -69,13 +90,14 @@ class DetailedJSONField(forms.JSONField):
         super().__init__(**kwargs)
 
     def to_python(self, value):
-        if isinstance(value, str) and value.strip():
+        if isinstance(value, str) and value.strip() and not isinstance(value, forms.fields.JSONString):
             try:
-                jsonsafe.loads(value)
-            except ValueError as exc:
-                if self.bare_templates and is_template(value):
+                parsed = json_text_loads(value)
+            except ValidationError:
+                if self.bare_templates and is_template(value) and not is_json_text(value):
                     return value.strip()
-                raise ValidationError(f"Not valid JSON: {exc}.") from None
+                raise
+            return forms.fields.JSONString(parsed) if isinstance(parsed, str) else parsed
         return super().to_python(value)
 
 
@@ -109,7 +131,9 @@ class Field:
         return value is None or (isinstance(value, (str, dict, list)) and len(value) == 0)
 
     def coerce(self, value: Any) -> Any:
-        if self.template and is_template(value):
+        if self.type == "json" and is_json_text(value):
+            value = json_text_loads(value)  # YAML text typed as JSON, as the form reads it
+        elif self.template and is_template(value):
             return value  # typed when the step runs
         return getattr(self, f"_coerce_{self.type}")(value)
 
@@ -191,7 +215,7 @@ class Field:
 
     def _coerce_json(self, value):
         # A native value (from YAML, or already parsed by the form's JSONField); a string
-        # here is a JSON string, not JSON text.
+        # here is a JSON string, unless it opens an object or array (``coerce``).
         try:
             json.dumps(value, allow_nan=False)  # YAML has .nan and .inf; stored JSON cannot
         except (TypeError, ValueError):

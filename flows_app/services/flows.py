@@ -37,7 +37,8 @@ def step_permission_check(kind_class: type[StepKind], acting_user) -> None:
 
 
 def flow_steps_check(steps: Sequence[StepSpec]) -> dict[str, list[str]]:
-    """Checks across steps: unique keys, jumps to steps that exist. Errors keyed ``steps[i].field``."""
+    """Checks across steps: unique keys, jumps to steps that exist, templates that read only
+    steps that may have run before. Errors keyed ``steps[i].field``."""
     errors: dict[str, list[str]] = {}
     keys = [step.key for step in steps]
     for index, step in enumerate(steps):
@@ -50,7 +51,50 @@ def flow_steps_check(steps: Sequence[StepSpec]) -> dict[str, list[str]]:
                 target = step.config.get(branch, "")
                 if target not in ("continue", "stop") and target not in keys:
                     errors.setdefault(f"steps[{index}].{branch}", []).append(f"{target!r} is not a step of this flow.")
+    ran_before = _steps_run_before(steps)
+    for index, step in enumerate(steps):
+        for field, names in STEP_KINDS[step.kind].step_references(step.config).items():
+            for name in sorted(names - ran_before[index]):
+                errors.setdefault(f"steps[{index}].{field}", []).append(f"steps.{name}: there is no step {name!r} before this one.")
     return errors
+
+
+def _steps_run_before(steps: Sequence[StepSpec]) -> list[set[str]]:
+    """For each step, the keys of the steps that may have run before it on some path of the
+    run: the following step, a condition's branches and an error step are the jumps (as the
+    engine takes them), so a step after this one counts when a jump leads back here."""
+    first_index = {}
+    for index, step in enumerate(steps):
+        first_index.setdefault(step.key, index)
+
+    def going_to(choice: str, index: int) -> set[int]:
+        if choice == "continue":
+            return {index + 1} if index + 1 < len(steps) else set()
+        return {first_index[choice]} if choice != "stop" and choice in first_index else set()
+
+    jumps = []
+    for index, step in enumerate(steps):
+        branches = [step.config.get("then", ""), step.config.get("otherwise", "")] if step.kind == "condition" else ["continue"]
+        if step.on_error == Step.OnError.CONTINUE:
+            branches.append("continue")
+        elif step.on_error == Step.OnError.GOTO:
+            branches.append(step.error_step_key)
+        jumps.append(set().union(*(going_to(choice, index) for choice in branches)))
+
+    def after(index: int) -> set[int]:  # reached in one jump or more
+        reached, pending = set(), list(jumps[index])
+        while pending:
+            current = pending.pop()
+            if current not in reached:
+                reached.add(current)
+                pending.extend(jumps[current])
+        return reached
+
+    reached_after = [after(index) for index in range(len(steps))]
+    run_at_all = ({0} | reached_after[0]) if steps else set()
+    return [
+        {steps[before].key for before in run_at_all if index in reached_after[before]} for index in range(len(steps))
+    ]
 
 
 def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
@@ -80,9 +124,16 @@ def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
     return changed
 
 
+def flow_error_handler_check(*, slug: str, handler_slug: str) -> None:
+    """A flow cannot handle its own errors: its handler's failure would start the handler again."""
+    if slug and handler_slug == slug:
+        raise ValidationError({"error_handler": "A flow cannot handle its own errors; choose another flow, or none."})
+
+
 @transaction.atomic
 def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tuple[Flow, str, list[str]]:
     """Create or update a flow and replace its steps. Returns (flow, action, changed fields)."""
+    flow_error_handler_check(slug=spec.slug, handler_slug=spec.error_handler)
     handler = None
     if spec.error_handler:
         handler = Flow.objects.filter(slug=spec.error_handler).first()

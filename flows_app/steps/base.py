@@ -108,6 +108,11 @@ class StepKind:
         return names
 
     @classmethod
+    def step_references(cls, config: Mapping[str, Any]) -> dict[str, set[str]]:
+        """The steps whose results each field reads (``steps.name`` in its templates)."""
+        return {item.name: templating.step_names_in(config[item.name]) for item in cls.fields if item.template and item.name in config}
+
+    @classmethod
     def called_flows(cls, config: Mapping[str, Any]) -> set[str]:
         """Slugs of the flows a step of this kind runs (their runner needs permission)."""
         return set()

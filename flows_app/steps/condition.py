@@ -19,10 +19,14 @@ class Condition(StepKind):
     )
 
     @classmethod
+    def step_references(cls, config):
+        return {"expression": templating.step_names(_template(config))}
+
+    @classmethod
     def validate(cls, config, *, step_keys):
         errors = {}
         try:
-            templating.check("{{ " + config["expression"] + " }}")
+            templating.check(_template(config))
         except templating.TemplateFailed as exc:
             errors["expression"] = f"Expression error: {exc}"
         for name in ("then", "otherwise"):
@@ -41,8 +45,13 @@ class Condition(StepKind):
 
     def execute(self, context):
         try:
-            result = bool(templating.render("{{ " + context.config["expression"] + " }}", context.data))
+            result = bool(templating.render(_template(context.config), context.data))
         except templating.TemplateFailed as exc:
             raise StepError(f"Expression failed: {exc}") from None
         branch = context.config["then"] if result else context.config["otherwise"]
         return StepResult(output={"result": result, "branch": branch}, next_step=next_step_of(branch))
+
+
+def _template(config) -> str:
+    """The expression as a template whose value is the expression's."""
+    return "{{ " + config["expression"] + " }}"

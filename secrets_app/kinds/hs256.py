@@ -7,6 +7,7 @@ base64url (what "Generate" produces). RFC 7518 §3.2 asks for at least 32 bytes;
 
 import base64
 import binascii
+import re
 import secrets
 
 from django.core.exceptions import ValidationError
@@ -18,6 +19,9 @@ from secrets_app.kinds.base import JoseKind, SharedKeyKind
 
 MIN_KEY_BYTES = 32
 JWE_KEY_BYTES = 32
+#: RFC 4648 §5, padding optional. The decoder skips other characters without a word, which
+#: would make a key that is not what the other party holds.
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
 def _key_bytes(secret: str, encoding: str) -> bytes:
@@ -50,10 +54,12 @@ class Hs256(JoseKind, SharedKeyKind):
 
     @classmethod
     def validate(cls, config, values):
+        if config["encoding"] == "base64url" and not BASE64URL.fullmatch(values["secret"]):
+            raise ValidationError({"secret": "Not valid base64url: use only letters, digits, '-' and '_' (and '=' at the end)."})
         try:
             key = _key_bytes(values["secret"], config["encoding"])
-        except (binascii.Error, ValueError):
-            raise ValidationError({"secret": "Not valid base64url."}) from None
+        except (binascii.Error, ValueError) as exc:  # the reason never quotes the key
+            raise ValidationError({"secret": f"Not valid base64url: {exc}."}) from None
         if len(key) < MIN_KEY_BYTES:
             raise ValidationError({"secret": f"The key has {len(key)} bytes; HS256 needs at least {MIN_KEY_BYTES}."})
 

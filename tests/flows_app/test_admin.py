@@ -63,7 +63,7 @@ def flow_post(name, steps):
 
 
 def form_errors(response):
-    errors = []
+    errors = [f"{field}: {message}" for field, messages in response.context["adminform"].form.errors.items() for message in messages]
     for formset in response.context["inline_admin_formsets"]:
         for form in formset.formset.forms:
             for field, messages in form.errors.items():
@@ -92,7 +92,39 @@ def test_invalid_json_is_reported_on_its_field(admin_client):
     data = flow_post("badjson", [{"key": "greet", "kind": "transform", "value": 1}])
     data["steps-0-transform__value"] = '{"a": }'
     errors = form_errors(admin_client.post(ADD, data))
-    assert any(error.startswith("transform__value: Not valid JSON: Expecting value") for error in errors)
+    assert "transform__value: Not valid JSON at line 1, column 7: Expecting value." in errors
+
+
+def test_json_text_holding_templates_that_does_not_parse_is_refused_not_kept_as_text(admin_client):
+    data = flow_post("hook", [{"key": "reply", "kind": "respond"}])
+    data["steps-0-respond__body"] = '{\n  "id": "{{ trigger.id }}",\n}'
+    errors = form_errors(admin_client.post(ADD, data))
+    assert errors == ["respond__body: Not valid JSON at line 3, column 1: Expecting property name enclosed in double quotes."]
+    assert not Flow.objects.exists()
+
+
+def test_templates_reading_a_step_that_has_not_run_are_refused_beside_the_field(admin_client):
+    steps = [
+        {"key": "gate", "kind": "condition", "expression": "steps.me.ok", "then": "continue"},
+        {"key": "me", "kind": "transform", "value": 1},
+        {"key": "reply", "kind": "respond", "body": {"id": "{{ steps.nosuch.id }}"}},
+    ]
+    errors = form_errors(admin_client.post(ADD, flow_post("refs", steps)))
+    assert errors == [
+        "condition__expression: Step 'gate': steps.me: there is no step 'me' before this one.",
+        "respond__body: Step 'reply': steps.nosuch: there is no step 'nosuch' before this one.",
+    ]
+    assert not Flow.objects.exists()
+
+
+def test_a_flow_chosen_as_its_own_error_handler_is_refused(admin_client, db):
+    flow = make_flow("alone", [])
+    data = flow_post("alone", [])
+    data["error_handler"] = str(flow.pk)
+    errors = form_errors(admin_client.post(reverse("admin:flows_app_flow_change", args=[flow.pk]), data))
+    assert errors == ["error_handler: A flow cannot handle its own errors; choose another flow, or none."]
+    flow.refresh_from_db()
+    assert flow.error_handler is None
 
 
 def test_a_secret_of_the_wrong_kind_is_refused(admin_client):

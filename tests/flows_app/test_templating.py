@@ -79,3 +79,9 @@ def test_a_step_with_a_broken_template_is_refused_naming_the_field(db):
     with pytest.raises(ValidationError) as error:
         step_spec_from_data({"key": "t", "kind": "transform", "value": {"a": "{{ steps.x. }}"}})
     assert error.value.message_dict["value"][0].startswith("Template error at a: line 1:")
+
+
+def test_the_steps_a_template_reads_are_found_when_saving():
+    assert templating.step_names("{{ steps.me.body }} {{ steps['other'].id }} {{ steps[key] }}") == {"me", "other"}
+    assert templating.step_names("{{ steps.get('optional') }} {{ trigger.steps.x }}") == set()
+    assert templating.step_names("{% for steps in trigger.pages %}{{ steps.x }}{% endfor %}") == set()

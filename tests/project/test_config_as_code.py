@@ -115,6 +115,40 @@ secrets:
     assert "secrets.garbage.private_key: Not a valid unencrypted PEM private key." in error.value.messages
 
 
+def test_what_would_break_at_run_time_is_refused_on_save_with_its_path(db):
+    from flows_app.models import Flow
+
+    text = """
+secrets:
+  hook-key: {kind: hs256, encoding: base64url, secret: "not base64url: just a long sentence, shared with partner!"}
+flows:
+  trailing-comma:
+    steps:
+      - key: reply
+        kind: respond
+        body: |
+          {
+            "id": "{{ trigger.id }}",
+          }
+  reads-nothing:
+    steps:
+      - {key: reply, kind: respond, body: {id: "{{ steps.nosuch.id }}"}}
+  own-handler:
+    error_handler: own-handler
+    steps:
+      - {key: reply, kind: respond}
+"""
+    with pytest.raises(ConfigError) as error:
+        apply(text)
+    assert error.value.messages == [
+        "secrets.hook-key.secret: Not valid base64url: use only letters, digits, '-' and '_' (and '=' at the end).",
+        "flows.trailing-comma.steps[0].body: Not valid JSON at line 3, column 1: Expecting property name enclosed in double quotes.",
+        "flows.reads-nothing.steps[0].body: steps.nosuch: there is no step 'nosuch' before this one.",
+        "flows.own-handler.error_handler: A flow cannot handle its own errors; choose another flow, or none.",
+    ]
+    assert not Secret.objects.exists() and not Flow.objects.exists()
+
+
 def test_a_secret_cannot_change_kind(db):
     apply(DOCUMENT)
     with pytest.raises(ConfigError) as error:

@@ -1,3 +1,4 @@
+import base64
 import time
 
 import jwt as pyjwt
@@ -96,3 +97,21 @@ class TestHs256:
     def test_jwe_needs_exactly_32_bytes(self, vault):
         with pytest.raises(SecretMisconfigured, match="exactly 32 bytes"):
             vault.encrypt_jwe("hook-key", "x")
+
+
+class TestHs256Encoding:
+    """A key marked base64url is checked on save: the decoder would skip what it cannot read."""
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "not base64url: just a long sentence, shared with partner!",  # 34 bytes once the rest is skipped
+            base64.b64encode(b"\xfb\xff" * 24).decode(),  # standard base64: '+' and '/'
+        ],
+    )
+    def test_a_key_marked_base64url_that_is_not_base64url_is_refused(self, db, key):
+        with pytest.raises(ValidationError) as error:
+            secret_create(name="k", kind="hs256", data={"secret": key, "encoding": "base64url"})
+        assert error.value.message_dict["secret"] == [
+            "Not valid base64url: use only letters, digits, '-' and '_' (and '=' at the end)."
+        ]
