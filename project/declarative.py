@@ -78,6 +78,10 @@ class DetailedJSONField(forms.JSONField):
                 raise ValidationError(f"Not valid JSON: {exc}.") from None
         return super().to_python(value)
 
+    def prepare_value(self, value):
+        # No value shows as an empty box (which reads back as no value), not as "null".
+        return "" if value is None else super().prepare_value(value)
+
 
 @dataclass(frozen=True)
 class Field:
