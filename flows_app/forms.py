@@ -91,7 +91,12 @@ class FlowForm(forms.ModelForm):
     def spec(self, *, steps: list[StepSpec], endpoints: list[EndpointSpec], schedules: list[ScheduleSpec]) -> FlowSpec:
         handler = self.cleaned_data.get("error_handler")
         return spec_from_cleaned(
-            FlowSpec, self.cleaned_data, error_handler=handler.slug if handler else "", steps=steps, endpoints=endpoints, schedules=schedules
+            FlowSpec,
+            self.cleaned_data,
+            error_handler=handler.slug if handler else "",
+            steps=steps,
+            endpoints=endpoints,
+            schedules=schedules,
         )
 
 
