@@ -1,7 +1,8 @@
 """Flows in the Django admin: steps inline, "Run now", and the run history.
 
-Thin: validation is the step kinds' own (``flows_app.forms``); runs are started,
-cancelled and re-run through ``flows_app.services.runs``.
+Thin: validation is the step kinds' own (``flows_app.forms``); a flow is saved with its
+steps and triggers by ``flow_save``, as ``apply`` saves it; runs are started, cancelled
+and re-run through ``flows_app.services.runs``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+import re
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, OuterRef, Subquery
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -31,16 +34,17 @@ from flows_app.forms import (
     FlowForm,
     RunInputForm,
     ScheduleTriggerForm,
+    SpecFormSet,
     StepForm,
     StepFormSet,
     kind_fieldsets,
 )
 from flows_app.models import ClientPolicy, EndpointTrigger, Flow, FlowRun, ScheduleTrigger, Step, StepRun
 from flows_app.selectors import run_step_reports
-from flows_app.services.flows import flow_change_record
-from flows_app.services.access import access_problems, flow_bindings_save, run_data_refusal
+from flows_app.services.access import run_data_refusal
+from flows_app.services.flows import flow_save
 from flows_app.services.runs import FlowDisabled, RunNotAllowed, flow_run_cancel, flow_run_rerun, flow_run_start
-from flows_app.services.triggers import schedule_next_run, schedules_sync
+from flows_app.services.triggers import schedule_next_run
 from flows_app.steps import STEP_KINDS
 from flows_app.triggers import ENDPOINT_AUTH
 
@@ -62,6 +66,10 @@ def pretty_json(value):
     if value in (None, "", {}, []):
         return "-"
     return preformatted(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+class FlowNotSaved(Exception):
+    """flow_save refused what the forms had accepted (something changed in between)."""
 
 
 def require_run_permission(request) -> None:
@@ -94,21 +102,58 @@ class StepInline(RequestUserInline):
         return [(None, {"fields": COMMON_STEP_FIELDS}), *kind_fieldsets(STEP_KINDS)]
 
 
+def shell_quoted(text: str) -> str:
+    """``text`` in double quotes for a POSIX shell: its ``$NAME`` placeholders expand, the rest is literal."""
+    escaped = re.sub(r"\$(?![A-Z])", r"\\$", re.sub(r'([\\"`])', r"\\\1", text))
+    return f'"{escaped}"'
+
+
+def endpoint_url(endpoint: EndpointTrigger) -> str:
+    return settings.BASE_URL + reverse("flows_app:hook", kwargs={"path": endpoint.path})
+
+
+def endpoint_curl(endpoint: EndpointTrigger) -> str:
+    """A curl command that calls the endpoint, its credentials as shell variables (never values)."""
+    method = (endpoint.method_list() or ["POST"])[0]
+    body = ["-H", "Content-Type: application/json", "-d", "{}"] if method != "GET" else []
+    arguments = [*ENDPOINT_AUTH[endpoint.auth].curl_arguments(endpoint.auth_config), *body]
+    lines = [f"curl -X {method} {shell_quoted(endpoint_url(endpoint))}"]
+    lines += [f"  {option} {shell_quoted(value)}" for option, value in zip(arguments[::2], arguments[1::2])]
+    return " \\\n".join(lines)
+
+
 class EndpointTriggerInline(RequestUserInline):
     model = EndpointTrigger
     form = EndpointTriggerForm
+    formset = SpecFormSet
     common_fields = COMMON_ENDPOINT_FIELDS
     extra = 0
+    readonly_fields = ("how_to_call",)
     verbose_name = "endpoint trigger"
     verbose_name_plural = "Endpoint triggers (/hooks/<path>)"
 
     def get_fieldsets(self, request, obj=None):
-        return [(None, {"fields": COMMON_ENDPOINT_FIELDS}), *kind_fieldsets(ENDPOINT_AUTH)]
+        return [(None, {"fields": ["how_to_call", *COMMON_ENDPOINT_FIELDS]}), *kind_fieldsets(ENDPOINT_AUTH)]
+
+    @admin.display(description="How to call")
+    def how_to_call(self, obj):
+        if obj is None or not obj.pk:
+            return "Save the flow to see the URL to call."
+        secret = f" with the credentials of the secret '{obj.auth_secret.name}'" if obj.auth_secret_id else ""
+        return format_html(
+            '<div class="hook-call"><code class="hook-url">{}</code><pre class="hook-curl">{}</pre>'
+            '<button type="button" class="button copy-button">Copy</button>'
+            '<p class="hook-note">Set the shell variables in capitals{} before you run it.</p></div>',
+            endpoint_url(obj),
+            endpoint_curl(obj),
+            secret,
+        )
 
 
 class ScheduleTriggerInline(admin.TabularInline):
     model = ScheduleTrigger
     form = ScheduleTriggerForm
+    formset = SpecFormSet
     extra = 0
     fields = ("enabled", "cron", "interval_seconds", "timezone", "input", "next_run")
     readonly_fields = ("next_run",)
@@ -131,18 +176,19 @@ def localize_time(value) -> str:
 
 @admin.register(Flow)
 class FlowAdmin(admin.ModelAdmin):
-    form = FlowForm
     list_display = ("name", "slug", "enabled", "step_count", "triggers", "last_run", "history_link")
     list_filter = ("enabled",)
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
-    fields = ("name", "slug", "enabled", "description", "timeout_seconds", "concurrency_limit", "error_handler", "owner_label")
+    form = FlowForm
+    fields = (*FlowForm.Meta.fields, "owner_label")
     readonly_fields = ("owner_label",)
     inlines = [StepInline, EndpointTriggerInline, ScheduleTriggerInline]
     change_form_template = "admin/flows_app/flow/change_form.html"
 
     class Media:
-        js = ("flows_app/kinds.js",)
+        js = ("flows_app/kinds.js", "flows_app/flow_editor.js")
+        css = {"all": ("flows_app/flow_editor.css",)}
 
     def get_queryset(self, request):
         # What the list shows, in one query per page instead of four per row.
@@ -198,17 +244,34 @@ class FlowAdmin(admin.ModelAdmin):
             flow.owner = request.user  # before the inlines validate: they check the owner's grants
         return flow
 
+    def save_model(self, request, obj, form, change):
+        """Nothing yet: save_related saves the flow with its steps and triggers, in one service call."""
+
     def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        flow = form.instance
-        # The forms checked each row; this records the bindings, and refuses (rolling the
-        # whole save back) anything the rows could not see, such as a step deleted and re-added.
-        if problems := access_problems(flow_bindings_save(flow), [request.user, flow.owner]):
-            raise PermissionDenied(problems[0])
-        schedules_sync(flow=form.instance)
-        changed = list(form.changed_data) + (["steps"] if any(formset.has_changed() for formset in formsets) else [])
-        if changed or not change:
-            flow_change_record(flow=form.instance, acting_user=request.user, changed=changed, created=not change)
+        # The forms validated every row with the services' checks (errors beside their fields);
+        # flow_save checks access again, saves, records the bindings and the audit row.
+        specs = {formset.model: formset.specs() for formset in formsets}
+        spec = form.spec(steps=specs[Step], endpoints=specs[EndpointTrigger], schedules=specs[ScheduleTrigger])
+        try:
+            flow, _, form.flow_changed = flow_save(spec=spec, acting_user=request.user, flow_id=form.instance.pk)
+        except ValidationError as exc:
+            # Only what changed since the forms checked it (a grant withdrawn, a path taken).
+            raise FlowNotSaved(" ".join(exc.messages)) from None
+        form.instance.pk = flow.pk
+        form.instance.refresh_from_db()
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        # flow_save, not the formsets, saved the rows: the history names what it changed.
+        if add:
+            return [{"added": {}}]
+        return [{"changed": {"fields": form.flow_changed}}] if form.flow_changed else []
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except FlowNotSaved as refused:  # raised inside the view's transaction: nothing was saved
+            self.message_user(request, f"The flow was not saved: {refused}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def get_urls(self):
         own = [path("<int:pk>/run/", self.admin_site.admin_view(self.run_view), name="flows_app_flow_run")]

@@ -11,16 +11,18 @@ in the row's JSON configuration. Errors name the step (or endpoint) and the fiel
 from __future__ import annotations
 
 from project import jsonsafe
+import dataclasses
 from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
+from django.utils.html import escape
 
-from flows_app.models import ClientPolicy, EndpointTrigger, ScheduleTrigger, Step, comma_list
+from flows_app.models import ClientPolicy, EndpointTrigger, Flow, ScheduleTrigger, Step, comma_list
 from flows_app.services.access import access_problems, step_access_problems
 from flows_app.services.flows import flow_error_handler_check, flow_steps_check, step_permission_check, step_secret_check
-from flows_app.services.specs import StepSpec
+from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec
 from flows_app.services.triggers import (
     endpoint_auth_clean,
     endpoint_headers_check,
@@ -66,12 +68,55 @@ def kind_fieldsets(kinds: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             {
                 "fields": [kind_field_name(kind.slug, field.name) for field in kind.fields],
                 "classes": ["kind-fields", f"kind-fields-{kind.slug}"],
-                "description": kind.description,
+                # The admin shows descriptions as HTML; ours are text ("Bearer <JWT>").
+                "description": escape(kind.description),
             },
         )
         for kind in kinds.values()
         if kind.fields
     ]
+
+
+def spec_from_cleaned(spec_class: type, cleaned: dict[str, Any], **values: Any):
+    """A spec from a form's cleaned data: spec fields are named after the model's fields."""
+    names = [item.name for item in dataclasses.fields(spec_class) if item.name not in values]
+    return spec_class(**{name: cleaned.get(name) for name in names}, **values)
+
+
+class FlowForm(forms.ModelForm):
+    class Meta:
+        model = Flow
+        fields = ["name", "slug", "enabled", "description", "timeout_seconds", "concurrency_limit", "error_handler"]
+
+    def clean(self):
+        cleaned = super().clean()
+        handler = cleaned.get("error_handler")
+        try:  # the stored slugs: the flow may be renamed in this same form
+            flow_error_handler_check(slug=self.instance.slug, handler_slug=handler.slug if handler else "")
+        except ValidationError as exc:
+            self.add_error(None, exc)
+        return cleaned
+
+    def spec(self, *, steps: list[StepSpec], endpoints: list[EndpointSpec], schedules: list[ScheduleSpec]) -> FlowSpec:
+        handler = self.cleaned_data.get("error_handler")
+        return spec_from_cleaned(
+            FlowSpec,
+            self.cleaned_data,
+            error_handler=handler.slug if handler else "",
+            steps=steps,
+            endpoints=endpoints,
+            schedules=schedules,
+        )
+
+
+class SpecFormSet(BaseInlineFormSet):
+    """An inline formset whose rows are handed to ``flow_save`` as specs (it saves nothing itself)."""
+
+    def kept_forms(self) -> list:
+        return [form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")]
+
+    def specs(self) -> list:
+        return [form.spec() for form in self.kept_forms()]
 
 
 class KindConfigForm(forms.ModelForm):
@@ -80,11 +125,15 @@ class KindConfigForm(forms.ModelForm):
     kinds: ClassVar[dict[str, Any]]
     kind_field: ClassVar[str]
     config_field: ClassVar[str]
+    spec_class: ClassVar[type]
     #: Set per request by the admin (permissions some kinds need).
     acting_user = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            # The admin shows help texts as HTML; ours are text ("steps.<key>", "/hooks/<path>").
+            field.help_text = escape(field.help_text)
         self.fields[self.kind_field].widget.attrs["class"] = "kind-select"
         stored_kind = getattr(self.instance, self.kind_field)
         stored = getattr(self.instance, self.config_field) if self.instance.pk else {}
@@ -120,9 +169,8 @@ class KindConfigForm(forms.ModelForm):
             for message in messages:
                 self.add_error(target, prefix + message)
 
-    def save(self, commit=True):
-        setattr(self.instance, self.config_field, self.config)
-        return super().save(commit)
+    def spec(self):
+        return spec_from_cleaned(self.spec_class, self.cleaned_data, **{self.config_field: self.config})
 
 
 def with_kind_fields(form_class: type[KindConfigForm]) -> type[KindConfigForm]:
@@ -138,10 +186,13 @@ class StepForm(KindConfigForm):
     kinds = STEP_KINDS
     kind_field = "kind"
     config_field = "config"
+    spec_class = StepSpec
 
     class Meta:
         model = Step
         fields = COMMON_STEP_FIELDS
+        # Kept in the order the steps are shown: flow_editor.js renumbers on every move.
+        widgets = {"position": forms.HiddenInput}
 
     def label(self) -> str:
         return f"Step '{self.cleaned_data.get('key') or '(new)'}'"
@@ -168,26 +219,17 @@ class StepForm(KindConfigForm):
             self.add_error("error_step_key", f"{self.label()}: name the step to go to.")
         return cleaned
 
-    def spec(self) -> StepSpec:
-        data = self.cleaned_data
-        return StepSpec(
-            key=data.get("key", ""),
-            kind=data.get("kind", ""),
-            config=self.config,
-            on_error=data.get("on_error", Step.OnError.STOP),
-            error_step_key=data.get("error_step_key", ""),
-        )
 
+class StepFormSet(SpecFormSet):
+    """The flow's steps in position order; checks across them: unique keys, jumps to steps that exist."""
 
-class StepFormSet(BaseInlineFormSet):
-    """Checks across the flow's steps: unique keys, jumps to steps that exist."""
+    def kept_forms(self) -> list:
+        # Stable: steps with the same position keep the order they are shown in.
+        return sorted(super().kept_forms(), key=lambda form: form.cleaned_data.get("position") or 0)
 
     def clean(self):
         # Ours first: Django's own uniqueness check raises and would hide the jump checks.
-        forms_in_use = [
-            form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE") and not form.errors
-        ]
-        ordered = sorted(forms_in_use, key=lambda form: form.cleaned_data.get("position") or 0)
+        ordered = [form for form in self.kept_forms() if not form.errors]
         specs = [form.spec() for form in ordered]  # read now: add_error() drops a field from cleaned_data
         for path, messages in flow_steps_check(specs).items():
             index, _, field = path.partition("].")
@@ -204,6 +246,7 @@ class EndpointTriggerForm(KindConfigForm):
     kinds = ENDPOINT_AUTH
     kind_field = "auth"
     config_field = "auth_config"
+    spec_class = EndpointSpec
 
     class Meta:
         model = EndpointTrigger
@@ -234,17 +277,6 @@ class EndpointTriggerForm(KindConfigForm):
         return cleaned
 
 
-class FlowForm(forms.ModelForm):
-    def clean(self):
-        cleaned = super().clean()
-        handler = cleaned.get("error_handler")
-        try:  # the stored slugs: the flow may be renamed in this same form
-            flow_error_handler_check(slug=self.instance.slug, handler_slug=handler.slug if handler else "")
-        except ValidationError as exc:
-            self.add_error(None, exc)
-        return cleaned
-
-
 class ScheduleTriggerForm(forms.ModelForm):
     class Meta:
         model = ScheduleTrigger
@@ -261,6 +293,10 @@ class ScheduleTriggerForm(forms.ModelForm):
                 for message in messages:
                     self.add_error(name, f"Schedule: {message}")
         return cleaned
+
+    def spec(self) -> ScheduleSpec:
+        schedule_input = self.cleaned_data.get("input")
+        return spec_from_cleaned(ScheduleSpec, self.cleaned_data, input={} if schedule_input is None else schedule_input)
 
 
 class ClientPolicyForm(forms.ModelForm):

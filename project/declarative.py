@@ -100,6 +100,10 @@ class DetailedJSONField(forms.JSONField):
             return forms.fields.JSONString(parsed) if isinstance(parsed, str) else parsed
         return super().to_python(value)
 
+    def prepare_value(self, value):
+        # No value shows as an empty box (which reads back as no value), not as "null".
+        return "" if value is None else super().prepare_value(value)
+
 
 @dataclass(frozen=True)
 class Field:

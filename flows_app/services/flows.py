@@ -101,6 +101,7 @@ def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
     changed = [
         name
         for name, current, wanted in (
+            ("slug", flow.slug, spec.slug),
             ("name", flow.name, spec.name),
             ("description", flow.description, spec.description),
             ("enabled", flow.enabled, spec.enabled),
@@ -131,15 +132,21 @@ def flow_error_handler_check(*, slug: str, handler_slug: str) -> None:
 
 
 @transaction.atomic
-def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tuple[Flow, str, list[str]]:
-    """Create or update a flow and replace its steps. Returns (flow, action, changed fields)."""
+def flow_save(
+    *, spec: FlowSpec, acting_user=None, actor_label: str = "", flow_id: int | None = None
+) -> tuple[Flow, str, list[str]]:
+    """Create or update a flow and replace its steps. Returns (flow, action, changed fields).
+
+    The flow to update is the one with ``spec.slug``, or the one with ``flow_id`` (the
+    admin edits a flow by id, and may change its slug).
+    """
     flow_error_handler_check(slug=spec.slug, handler_slug=spec.error_handler)
     handler = None
     if spec.error_handler:
         handler = Flow.objects.filter(slug=spec.error_handler).first()
         if handler is None:
             raise ValidationError({"error_handler": f"There is no flow {spec.error_handler!r}."})
-    flow = Flow.objects.filter(slug=spec.slug).first()
+    flow = Flow.objects.filter(**({"pk": flow_id} if flow_id else {"slug": spec.slug})).first()
     if flow is not None:
         changed = flow_changed_fields(flow, spec)
         if not changed:
@@ -148,7 +155,7 @@ def flow_save(*, spec: FlowSpec, acting_user=None, actor_label: str = "") -> tup
     else:
         flow, changed, action = Flow(slug=spec.slug, owner=_user(acting_user)), ["created"], "create"
     flow_access_check(flow=flow, spec=spec, acting_user=acting_user)
-    flow.name, flow.description, flow.enabled = spec.name, spec.description, spec.enabled
+    flow.slug, flow.name, flow.description, flow.enabled = spec.slug, spec.name, spec.description, spec.enabled
     flow.timeout_seconds, flow.concurrency_limit, flow.error_handler = spec.timeout_seconds, spec.concurrency_limit, handler
     flow.save()
     if spec.endpoints is not None:
@@ -192,17 +199,6 @@ def flow_access_check(*, flow: Flow, spec: FlowSpec, acting_user) -> None:
             errors["triggers"] = problems
     if errors:
         raise ValidationError(errors)
-
-
-def flow_change_record(*, flow: Flow, acting_user, changed: list[str], created: bool) -> None:
-    """Audit a change made in the admin (which saved through its forms)."""
-    audit_record(
-        acting_user=acting_user,
-        action="flow.create" if created else "flow.update",
-        target_type="flow",
-        target_name=flow.slug,
-        detail={"changed": changed},
-    )
 
 
 def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None) -> StepSpec:

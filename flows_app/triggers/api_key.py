@@ -25,6 +25,11 @@ class ApiKey(EndpointAuth):
         return {str(config.get("header", "")).lower()}
 
     @classmethod
+    def curl_arguments(cls, config):
+        header = config["header"]
+        return ["-H", "Authorization: Bearer $API_KEY" if header.lower() == "authorization" else f"{header}: $API_KEY"]
+
+    @classmethod
     def validate(cls, config):
         if not HEADER_NAME.match(config["header"]):
             raise ValidationError({"header": "Not a valid HTTP header name."})

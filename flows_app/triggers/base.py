@@ -87,6 +87,12 @@ class EndpointAuth:
         return set()
 
     @classmethod
+    def curl_arguments(cls, config: Mapping[str, Any]) -> list[str]:
+        """How a caller presents the credential, as curl arguments. Shell variables
+        (``$TOKEN``) stand for every credential: the admin shows these, never a value."""
+        return []
+
+    @classmethod
     def clean_config(cls, data: Mapping[str, Any]) -> dict[str, Any]:
         return clean_config(cls.fields, data, owner=f"authentication {cls.slug!r}", validate=cls.validate)
 

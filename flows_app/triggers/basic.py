@@ -13,6 +13,10 @@ class BasicAuthentication(EndpointAuth):
     secret_kinds = ("basic_auth",)
     challenge = f'Basic {REALM}, charset="UTF-8"'
 
+    @classmethod
+    def curl_arguments(cls, config):
+        return ["-u", "$USERNAME:$PASSWORD"]
+
     def authenticate(self, request, *, config, secret):
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic":

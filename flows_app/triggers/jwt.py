@@ -27,6 +27,10 @@ class JwtBearer(EndpointAuth):
         Field("scopes", "Required scopes", type="list", required=False, help_text="All of them, e.g. orders:write."),
     )
 
+    @classmethod
+    def curl_arguments(cls, config):
+        return ["-H", "Authorization: Bearer $TOKEN"]
+
     def authenticate(self, request, *, config, secret):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -69,6 +69,15 @@ class Signature(EndpointAuth):
         return {"x-hub-signature-256", "stripe-signature", "x-slack-signature", str(config.get("header", "")).lower()}
 
     @classmethod
+    def curl_arguments(cls, config):
+        return {
+            "github": ["-H", "X-Hub-Signature-256: sha256=$SIGNATURE"],
+            "stripe": ["-H", "Stripe-Signature: t=$TIMESTAMP,v1=$SIGNATURE"],
+            "slack": ["-H", "X-Slack-Request-Timestamp: $TIMESTAMP", "-H", "X-Slack-Signature: v0=$SIGNATURE"],
+            "generic": ["-H", f"{config.get('header', '')}: {config.get('prefix', '')}$SIGNATURE"],
+        }[config["scheme"]]
+
+    @classmethod
     def validate(cls, config):
         if config["scheme"] == "generic":
             header = config.get("header", "")
