@@ -95,7 +95,8 @@ class HttpRequest(StepKind):
         query = {name: str(value) for name, value in config.get("query", {}).items()} or None
         # One deadline for the whole step: every page spends from it.
         expires_at = time.monotonic() + context.timeout
-        deadline = f"{context.timeout:g} s deadline (connect, headers and body{', all pages together' if paging else ''})"
+        pages_too = ", all pages together" if paging else ""
+        deadline = f"{context.timeout:g} s deadline (connect, headers and body{pages_too})"
         with _step_errors(url, deadline):
             auth = context.vault.auth_for(context.secret_name) if context.secret_name else None
 
@@ -111,7 +112,14 @@ class HttpRequest(StepKind):
             )
             with _step_errors(page_url, deadline):
                 response = outbound.request(
-                    config["method"], page_url, auth=auth, headers=headers, params=params, limits=limits, http=http, **payload
+                    config["method"],
+                    page_url,
+                    auth=auth,
+                    headers=headers,
+                    params=params,
+                    limits=limits,
+                    http=http,
+                    **payload,
                 )
             output = {"status": response.status_code, "headers": dict(response.headers), "body": _body(response)}
             if not status_matches(response.status_code, statuses):

@@ -40,9 +40,14 @@ MODES = (
 )
 FIELDS = (
     Field("paginate", "Pagination", type="choice", choices=MODES, default="none"),
-    Field("items", "Items path", required=False, help_text="Where a page's list is in its JSON body, e.g. 'data.items'; empty: the body is the list."),
-    Field("cursor_field", "Cursor path", required=False, help_text="Cursor mode: the next cursor in the body, e.g. 'meta.next_cursor'."),
-    Field("cursor_param", "Cursor parameter", required=False, help_text="Cursor mode: the query parameter that sends it."),
+    Field(
+        "items",
+        "Items path",
+        required=False,
+        help_text="Where a page's list is in its JSON body, e.g. 'data.items'; empty: the body is the list.",
+    ),
+    Field("cursor_field", "Cursor path", required=False, help_text="Cursor mode: the next cursor, e.g. 'meta.next'."),
+    Field("cursor_param", "Cursor parameter", required=False, help_text="Cursor mode: the query parameter to send it in."),
     Field("page_param", "Page parameter", required=False, help_text="Page-number mode: the query parameter, e.g. 'page'."),
     Field("page_start", "First page number", type="integer", default=1, min_value=0, max_value=1_000_000),
     Field("max_pages", "Page limit", type="integer", default=10, min_value=1, max_value=1000),
@@ -135,7 +140,8 @@ class Pagination:
                 following is not None and (pages >= self.max_pages or len(items) >= self.max_items)
             )
             if following is None or truncated:
-                return {"status": output["status"], "headers": output["headers"], "items": items, "pages": pages, "truncated": truncated}
+                last = {"status": output["status"], "headers": output["headers"]}
+                return {**last, "items": items, "pages": pages, "truncated": truncated}
             page_url, params = following
 
     def _items(self, body: Any, page: int) -> list[Any]:
