@@ -5,15 +5,21 @@ answer that cannot be stored as JSON (``NaN``, ``Infinity``, nested too deeply) 
 as its text. A status
 outside the success list fails the step (with the response kept in the history); 5xx
 and 429 (honouring ``Retry-After``), timeouts and connection errors may be retried.
+A paginating step (``flows_app.steps.pagination``) sends each page as such a request
+and outputs ``{"status", "headers", "items", "pages", "truncated"}`` instead.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import requests
 from django.core.exceptions import ValidationError
 
+from flows_app.steps import pagination
 from flows_app.steps.base import StepError, StepKind, StepResult
 from project import jsonsafe, outbound
 from project.declarative import Field, is_template
@@ -51,6 +57,7 @@ class HttpRequest(StepKind):
         Field("success_statuses", "Success statuses", default="2xx", help_text="e.g. '2xx, 404'."),
         Field("follow_redirects", "Follow redirects", type="boolean", default=True, help_text="At most 5, each checked again."),
         Field("max_response_kb", "Response size limit (KB)", type="integer", default=5120, min_value=1, max_value=51200),
+        *pagination.FIELDS,
     )
 
     @classmethod
@@ -69,6 +76,7 @@ class HttpRequest(StepKind):
             errors["body"] = "A raw body is a string."
         if config["body_type"] == "none" and config.get("body") not in (None, ""):
             errors["body_type"] = "Choose a body type for the body."
+        errors.update(pagination.pagination_errors(config))
         if errors:
             raise ValidationError(errors)
 
@@ -81,44 +89,75 @@ class HttpRequest(StepKind):
         payload = {"json": body} if body_type == "json" else {"data": body} if body_type in ("form", "raw") else {}
         if body_type == "raw" and body is not None and not isinstance(body, str):
             raise StepError("A raw body must render to text.")
-        limits = outbound.Limits(
-            timeout=context.timeout,
-            max_response_bytes=config["max_response_kb"] * 1024,
-            max_redirects=outbound.DEFAULT_MAX_REDIRECTS if config["follow_redirects"] else 0,
-        )
-        try:
+        paging = pagination.Pagination.from_config(config)
+        statuses = parse_statuses(config["success_statuses"])
+        headers = {name: str(value) for name, value in config.get("headers", {}).items()}
+        query = {name: str(value) for name, value in config.get("query", {}).items()} or None
+        # One deadline for the whole step: every page spends from it.
+        expires_at = time.monotonic() + context.timeout
+        pages_too = ", all pages together" if paging else ""
+        deadline = f"{context.timeout:g} s deadline (connect, headers and body{pages_too})"
+        with _step_errors(url, deadline):
             auth = context.vault.auth_for(context.secret_name) if context.secret_name else None
-            response = outbound.request(
-                config["method"],
-                url,
-                auth=auth,
-                headers={name: str(value) for name, value in config.get("headers", {}).items()},
-                params={name: str(value) for name, value in config.get("query", {}).items()} or None,
-                limits=limits,
-                **payload,
+
+        max_response_bytes = config["max_response_kb"] * 1024
+        # One guarded session for every page: the size cap holds per page, connections are reused.
+        http = outbound.session(max_response_bytes=max_response_bytes, total_timeout=context.timeout)
+
+        def send(page_url: str, params: pagination.Params) -> tuple[requests.Response, dict]:
+            limits = outbound.Limits(
+                timeout=expires_at - time.monotonic(),
+                max_response_bytes=max_response_bytes,
+                max_redirects=outbound.DEFAULT_MAX_REDIRECTS if config["follow_redirects"] else 0,
             )
-        except (outbound.OutboundBlocked, outbound.OutboundTooLarge) as exc:
-            raise StepError(str(exc)) from None
-        except outbound.OutboundTimeout as exc:
-            raise StepError(f"{exc} ({url})", retryable=True) from None
-        except (outbound.OutboundUnreachable, requests.Timeout, requests.ConnectionError) as exc:
-            raise StepError(f"{type(exc).__name__}: the request to {url} did not complete.", retryable=True) from None
-        except TokenEndpointUnavailable as exc:
-            raise StepError(str(exc), retryable=True) from None
-        except (outbound.OutboundError, VaultError) as exc:
-            raise StepError(str(exc)) from None
-        except requests.RequestException as exc:
-            raise StepError(f"The request to {url} failed: {type(exc).__name__}.") from None
-        output = {"status": response.status_code, "headers": dict(response.headers), "body": _body(response)}
-        if not status_matches(response.status_code, parse_statuses(config["success_statuses"])):
-            transient = response.status_code == 429 or response.status_code >= 500
-            raise StepError(
-                f"HTTP {response.status_code} from {url}",
-                retryable=transient,
-                retry_after=retry_after_seconds(response) if transient else None,
-                output=output,
-            )
-        return StepResult(output=output)
+            with _step_errors(page_url, deadline):
+                response = outbound.request(
+                    config["method"],
+                    page_url,
+                    auth=auth,
+                    headers=headers,
+                    params=params,
+                    limits=limits,
+                    http=http,
+                    **payload,
+                )
+            output = {"status": response.status_code, "headers": dict(response.headers), "body": _body(response)}
+            if not status_matches(response.status_code, statuses):
+                transient = response.status_code == 429 or response.status_code >= 500
+                raise StepError(
+                    f"HTTP {response.status_code} from {page_url}",
+                    retryable=transient,
+                    retry_after=retry_after_seconds(response) if transient else None,
+                    output=output,
+                )
+            return response, output
+
+        with http:
+            if paging is None:
+                return StepResult(output=send(url, query)[1])
+            return StepResult(output=paging.collect(url, query, send))
+
+
+@contextmanager
+def _step_errors(url: str, deadline: str) -> Iterator[None]:
+    """Outbound and vault failures as step errors; those that may pass are retryable.
+
+    ``deadline`` names the step's whole time limit: a page's own limit is only what is left of it.
+    """
+    try:
+        yield
+    except (outbound.OutboundBlocked, outbound.OutboundTooLarge) as exc:
+        raise StepError(str(exc)) from None
+    except outbound.OutboundTimeout:
+        raise StepError(f"The request did not finish within its {deadline}. ({url})", retryable=True) from None
+    except (outbound.OutboundUnreachable, requests.Timeout, requests.ConnectionError) as exc:
+        raise StepError(f"{type(exc).__name__}: the request to {url} did not complete.", retryable=True) from None
+    except TokenEndpointUnavailable as exc:
+        raise StepError(str(exc), retryable=True) from None
+    except (outbound.OutboundError, VaultError) as exc:
+        raise StepError(str(exc)) from None
+    except requests.RequestException as exc:
+        raise StepError(f"The request to {url} failed: {type(exc).__name__}.") from None
 
 
 def _body(response: requests.Response):
