@@ -7,6 +7,7 @@ never skips, when it cannot reach it, with the command that starts it.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -216,6 +217,20 @@ def page(chromium):
     page.set_default_timeout(20_000)
     yield page
     context.close()
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPOSITORY / "var" / "screenshots"
+WALKTHROUGH = REPOSITORY / "docs" / "screenshots"
+
+
+def screenshot(page, name: str, *, walkthrough: bool = False) -> None:
+    """Keep what the person saw: ``var/screenshots/<name>.png``, a test artifact. A
+    walkthrough picture also goes to ``docs/screenshots``, where the README shows it, so
+    the README's pictures are what the product shows now."""
+    for folder in (ARTIFACTS, WALKTHROUGH) if walkthrough else (ARTIFACTS,):
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def admin_login(page, base_url: str, username: str, password: str) -> None:

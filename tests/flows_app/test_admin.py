@@ -3,7 +3,6 @@
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -13,6 +12,7 @@ from flows_app.forms import kind_field_name
 from flows_app.models import Flow, FlowRun
 from flows_app.steps import STEP_KINDS
 from secrets_app.services.secrets import secret_create
+from tests.conftest import screenshot
 from tests.flows_app.conftest import execute, make_flow
 
 ADD = reverse("admin:flows_app_flow_add")
@@ -318,7 +318,6 @@ def test_the_flow_list_shows_steps_triggers_and_last_run_in_a_fixed_number_of_qu
 
 # -- the flow editor: steps on one line, reordered by dragging, saved through flow_save ------
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
 def change_url(flow):
@@ -467,8 +466,7 @@ def test_a_person_orders_steps_by_dragging_and_sees_each_on_one_line(live_server
     assert not page.is_visible("#id_steps-0-transform__value")
     page.click("#steps-1 .step-line")
     assert page.is_visible("#id_steps-1-transform__value") and not page.is_visible("#id_steps-0-transform__value")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "flow-editor-three-steps.png"), full_page=True)
+    screenshot(page, "flow-editor-three-steps", walkthrough=True)
 
 
 @pytest.mark.browser
@@ -490,8 +488,7 @@ def test_a_two_step_flow_with_an_endpoint_fits_on_a_page_or_two(live_server, dja
     admin_login(page, live_server.url, "builder", "builder-password-1")
     page.goto(f"{live_server.url}{change_url(flow)}")
     height = page.evaluate("document.body.scrollHeight")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "flow-editor-two-steps.png"), full_page=True)
+    screenshot(page, "flow-editor-two-steps", walkthrough=True)
     assert height < 2400, height  # about 4,000 px with every step open
     assert [" ".join(line.split()) for line in step_lines(page)] == [
         "me HTTP request POST https://api.example.com/me",
@@ -505,3 +502,31 @@ def test_a_two_step_flow_with_an_endpoint_fits_on_a_page_or_two(live_server, dja
     # The command works as copied, once its variable is set.
     called = subprocess.run(["sh", "-c", copied + ' -s -o /dev/null -w "%{http_code}"'], env={"API_KEY": "tok-partner-5521"}, capture_output=True, text=True, check=True)
     assert called.stdout == "202"
+
+
+@pytest.mark.browser
+def test_a_person_sees_each_mistake_beside_its_field_and_nothing_is_saved(live_server, django_user_model, page):
+    """The mistakes a new user made in the first ten minutes: a respond body with a trailing
+    comma, a template reading a step that does not exist, a flow handling its own errors."""
+    from tests.conftest import admin_login
+
+    handler = make_flow("notify-me", [{"key": "note", "kind": "transform", "value": 1}])
+    django_user_model.objects.create_superuser("builder", "builder@example.com", "builder-password-1")
+    admin_login(page, live_server.url, "builder", "builder-password-1")
+    page.goto(f"{live_server.url}{change_url(handler)}")
+    page.select_option("#id_error_handler", label=handler.name)
+    page.click("#steps-0 .step-line")
+    page.fill("#id_steps-0-transform__value", '{"total": "{{ steps.nosuch.total }}"}')
+    page.click("#steps-group .add-row a")
+    page.fill("#id_steps-1-key", "reply")
+    page.select_option("#id_steps-1-kind", "respond")
+    page.fill("#id_steps-1-respond__body", '{\n  "ok": true,\n}')
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".errornote")
+    errors = page.locator(".errorlist").all_inner_texts()
+    assert "A flow cannot handle its own errors; choose another flow, or none." in errors
+    assert any("steps.nosuch: there is no step 'nosuch' before this one" in error for error in errors)
+    assert any("Not valid JSON at line 3, column 1" in error for error in errors)
+    screenshot(page, "mistakes-beside-their-fields", walkthrough=True)
+    handler.refresh_from_db()
+    assert handler.error_handler is None and handler.steps.get().config == {"value": 1}

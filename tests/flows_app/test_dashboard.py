@@ -1,7 +1,6 @@
 """The admin's front page: the product's sections first, and what runs, fails and needs attention."""
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -13,10 +12,10 @@ from django.utils import timezone
 from flows_app.models import FlowRun
 from secrets_app.models import OAuth2Connection, Secret
 from secrets_app.services.secrets import secret_create
+from tests.conftest import screenshot
 from tests.flows_app.conftest import execute, make_endpoint_flow, make_flow
 
 INDEX = reverse("admin:index")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
 def failing_flow(slug="nightly-sync"):
@@ -152,8 +151,7 @@ def test_a_person_sees_a_failed_run_counted_and_opens_it_from_the_front_page(liv
     assert "nightly-sync" in page.inner_text("#failed-flows")
     assert "Test failed: 401 Unauthorized" in page.inner_text("#connection-problems")
     assert page.locator("#content-main .module").first.get_attribute("id") == "getting-started"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "front-page.png", full_page=True)
+    screenshot(page, "front-page", walkthrough=True)
     failed_count.locator("a").click()
     page.wait_for_url("**/flows_app/flowrun/?*")
     assert page.locator("#result_list tbody tr").count() == 1

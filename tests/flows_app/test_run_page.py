@@ -3,7 +3,6 @@
 import re
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -15,10 +14,10 @@ from flows_app.models import FlowRun, StepRun
 from flows_app.services.runs import flow_run_start
 from secrets_app.models import OAuth2Connection
 from secrets_app.services.secrets import secret_create
+from tests.conftest import screenshot
 from tests.flows_app.conftest import execute, make_flow
 from tests.servers import Reply
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
 def run_page(client, run):
@@ -228,8 +227,7 @@ def test_the_run_page_turns_from_queued_to_succeeded_by_itself_and_draws_its_tim
     status = page.locator(".field-status_label .readonly")
     expect(status).to_have_text("Queued")
     assert page.locator("#run-steps").inner_text().count("not run yet") == 2
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / "run-page-queued.png", full_page=True)
+    screenshot(page, "run-page-queued")
 
     release.set()  # the first run finishes; the second one is admitted and runs
     expect(status).to_have_text("Succeeded", timeout=120_000)
@@ -238,6 +236,6 @@ def test_the_run_page_turns_from_queued_to_succeeded_by_itself_and_draws_its_tim
     assert step_runs == 2
     expect(page.locator("#run-timeline svg g.step-bar rect")).to_have_count(step_runs)
     assert "cancel-run" not in page.content()  # the panel came back whole: a finished run has no Cancel
-    page.screenshot(path=SCREENSHOTS / "run-page-succeeded.png", full_page=True)
+    screenshot(page, "run-page-succeeded", walkthrough=True)
     first.refresh_from_db()
     assert first.status == "succeeded"
