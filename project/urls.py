@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from project.metrics import metrics_view
+
 admin.site.site_header = "Flowgate"
 admin.site.site_title = "Flowgate"
 admin.site.index_title = "Integrations"
@@ -10,6 +12,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("secrets_app.urls")),
     path("", include("flows_app.urls")),
 ]
