@@ -18,8 +18,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flowgate-test-metrics-")
     atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
-from project.settings import *  # noqa: F401,F403
-from project.settings import BASE_DIR
+from project.settings import *  # noqa: E402,F401,F403  (after the metrics folder is chosen)
+from project.settings import BASE_DIR  # noqa: E402
 
 DEBUG = False
 SECRET_KEY = "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
