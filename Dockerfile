@@ -5,6 +5,6 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 RUN DEBUG=false python manage.py collectstatic --noinput
-RUN useradd --system --home /app flowgate && mkdir -p /app/var && chown flowgate /app/var
+RUN useradd --system --home /app flowgate && mkdir -p /app/var && chown -R flowgate /app/var
 USER flowgate
 EXPOSE 8000

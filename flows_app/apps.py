@@ -8,12 +8,14 @@ class FlowsAppConfig(AppConfig):
 
     def ready(self):
         from flows_app import tasks  # noqa: F401  (connects the worker_ready recovery)
-        from flows_app.models import EndpointTrigger, Flow, ScheduleTrigger
+        from flows_app.metrics import run_created
+        from flows_app.models import EndpointTrigger, Flow, FlowRun, ScheduleTrigger
         from flows_app.schedules import periodic_tasks_ensure
         from flows_app.selectors import endpoint_cache_clear
         from flows_app.services.triggers import schedule_beat_entry_delete
 
         post_migrate.connect(periodic_tasks_ensure, sender=self)
+        post_save.connect(run_created, sender=FlowRun, dispatch_uid="flows_app.metrics.run_created")
         # A signal, not a service call: schedules also go when their flow is deleted
         # (a cascade), and their beat entries must go with them.
         post_delete.connect(

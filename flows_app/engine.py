@@ -43,7 +43,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from flows_app import notify, stored
+from flows_app import metrics, notify, stored
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secret_names, flow_run_refusal
@@ -313,6 +313,7 @@ class Engine:
             else:
                 failure = None
             finished = timezone.now()
+            metrics.step_finished(step.kind, failed=failure is not None, seconds=(finished - started).total_seconds())
             record = StepRun(
                 run=run,
                 step_key=step.key,
@@ -422,6 +423,7 @@ class Engine:
         )
         if not done:
             return
+        metrics.run_finished(run, status)
         run.status, run.output, run.error = status, output, error
         notify.publish(run.pk)
         flow = run.flow

@@ -86,6 +86,14 @@ FLOWGATE_OAUTH2_REFRESH_LEEWAY_SECONDS = env_int("FLOWGATE_OAUTH2_REFRESH_LEEWAY
 FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS = env_int("FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS", 15 * 60)
 FLOWGATE_OAUTH2_HOOK_MODULES = env_list("FLOWGATE_OAUTH2_HOOK_MODULES")
 
+# Metrics at /metrics (README, "Metrics"): off without a token. Every process writes its
+# counts to files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up (project/metrics.py).
+# prometheus_client reads the variable from the environment when it is first imported,
+# which is after the settings in every process, hence the environment and not a setting.
+FLOWGATE_METRICS_TOKEN = os.environ.get("FLOWGATE_METRICS_TOKEN", "").strip()
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(VAR_DIR / "metrics")
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
 INSTALLED_APPS = [
     "flows_app.admin_site.FlowgateAdminConfig",  # django.contrib.admin with the product's front page
     "django.contrib.auth",

@@ -254,3 +254,38 @@ def celery_worker(django_db_setup, django_db_blocker):
         worker = WorkerProcess(env={"FLOWGATE_RUN_LEASE_SECONDS": "4"}).start()
     yield worker
     worker.stop()
+
+
+# -- /metrics ------------------------------------------------------------------------------
+
+METRICS_TOKEN = "metrics-token-for-tests"
+
+
+class Scrape:
+    """One reading of /metrics, parsed by prometheus_client's own parser."""
+
+    def __init__(self, text: str):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        self.samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample ``name`` with exactly these labels; 0 when no process counted it yet."""
+        found = [sample.value for sample in self.samples if sample.name == name and sample.labels == labels]
+        return found[0] if found else 0.0
+
+    def label_values(self, name: str, label: str) -> set[str]:
+        return {sample.labels[label] for sample in self.samples if sample.name == name and label in sample.labels}
+
+
+@pytest.fixture
+def scrape(client, settings):
+    """``scrape()``: /metrics as Prometheus reads it (with the token), as a ``Scrape``."""
+    settings.FLOWGATE_METRICS_TOKEN = METRICS_TOKEN
+
+    def read() -> Scrape:
+        response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+        assert response.status_code == 200, response.content
+        return Scrape(response.content.decode())
+
+    return read

@@ -5,12 +5,21 @@ loopback is opened in the outbound guard because the local test servers live the
 guard's own tests close it again).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import dj_database_url
 
-from project.settings import *  # noqa: F401,F403
-from project.settings import BASE_DIR
+# This session's metrics, written by this process and the workers it starts, in a folder
+# of their own (the workers inherit it), removed when the session ends.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flowgate-test-metrics-")
+    atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
+from project.settings import *  # noqa: E402,F401,F403  (after the metrics folder is chosen)
+from project.settings import BASE_DIR  # noqa: E402
 
 DEBUG = False
 SECRET_KEY = "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"

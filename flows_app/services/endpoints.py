@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.utils.crypto import salted_hmac
 
+from flows_app.metrics import endpoint_timed
 from flows_app.models import EndpointTrigger, FlowRun
 from flows_app.selectors import endpoint_get
 from flows_app.services.runs import flow_run_start, flow_run_start_once, flow_run_wait
@@ -199,6 +200,7 @@ def _flow_answer(trigger: EndpointTrigger, run: FlowRun) -> Answer:
     return Answer(502, {"error": "flow_failed", "run_id": run.pk, "status": run.status})
 
 
+@endpoint_timed
 def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
     """Authenticate a call to ``/hooks/<path>``, start the flow, and answer."""
     try:

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from flows_app import engine, notify
+from flows_app import engine, metrics, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal
@@ -130,7 +130,9 @@ def flow_run_cancel(*, run: FlowRun, acting_user=None) -> bool:
         stopped = FlowRun.objects.filter(pk=run.pk, status__in=[FlowRun.Status.QUEUED, FlowRun.Status.WAITING]).update(
             status=FlowRun.Status.CANCELLED, cancel_requested=True, finished_at=now, error="Cancelled before it ran."
         )
-        if not stopped:
+        if stopped:
+            metrics.run_finished(run, FlowRun.Status.CANCELLED)
+        else:
             stopped = FlowRun.objects.filter(pk=run.pk, status=FlowRun.Status.RUNNING).update(cancel_requested=True)
         if stopped:
             audit_record(acting_user=acting_user, action="run.cancel", target_type="flow", target_name=f"{run.flow.slug} #{run.pk}")

@@ -33,7 +33,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from project.heartbeat import Heartbeat
-from secrets_app import signals
+from secrets_app import metrics, signals
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import (
     NotConnected,
@@ -102,7 +102,7 @@ def refresh(stale: OAuth2Connection, config: OAuth2Config) -> OAuth2Connection:
         if current is not None:
             return current
     try:
-        with _LeaseKeeper(stale.pk, owner):
+        with _LeaseKeeper(stale.pk, owner), metrics.oauth2_refresh_counted():
             result = _ask_provider(stale, config)
     except ReauthorizationRequired as exc:
         _store_failure(stale, owner, str(exc), permanent=True)
