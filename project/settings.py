@@ -116,7 +116,7 @@ FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS = env_int("FLOWGATE_OAUTH2_PROACTIVE_WI
 FLOWGATE_OAUTH2_HOOK_MODULES = env_list("FLOWGATE_OAUTH2_HOOK_MODULES")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "project.apps.FlowgateAdminConfig",  # django.contrib.admin with project/admin_site.py
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

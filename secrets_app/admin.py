@@ -17,7 +17,7 @@ from django.contrib.auth.models import Group
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -48,6 +48,16 @@ from secrets_app.services.secrets import (
 )
 
 STATUS_COLOURS = {"ok": "#2e7d32", "failing": "#c62828", "untested": "#757575"}
+
+
+class WithdrawForm(forms.Form):
+    """Withdraw one of this secret's grants (any other id is refused, not looked up)."""
+
+    grant = forms.ModelChoiceField(queryset=SecretGrant.objects.none())
+
+    def __init__(self, *args, secret, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["grant"].queryset = secret.grants.all()
 
 
 class GrantForm(forms.Form):
@@ -316,8 +326,8 @@ class SecretAdmin(admin.ModelAdmin):
         ]
         return own + super().get_urls()
 
-    def _secret_for_change(self, request, pk):
-        secret = get_object_or_404(Secret, pk=pk)
+    def _secret_for_change(self, request, pk, **kind):
+        secret = get_object_or_404(Secret, pk=pk, **kind)
         if not self.has_change_permission(request, secret):
             raise PermissionDenied
         return secret
@@ -342,6 +352,8 @@ class SecretAdmin(admin.ModelAdmin):
             rs256_key_pair_generate(secret=secret, acting_user=request.user)
         except ValidationError as exc:
             self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+        except VaultError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
         else:
             self.message_user(request, f"{secret.name}: a new key pair was generated.", messages.SUCCESS)
         return self._back_to_change(secret)
@@ -364,7 +376,10 @@ class SecretAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{grant.grantee_label} may now {grant.get_level_display().lower()}.", messages.SUCCESS)
                 return HttpResponseRedirect(request.path)
             if request.POST.get("action") == "withdraw":
-                grant = get_object_or_404(SecretGrant, pk=request.POST.get("grant"), secret=secret)
+                withdraw = WithdrawForm(request.POST, secret=secret)
+                if not withdraw.is_valid():
+                    raise Http404("No such grant on this secret.")
+                grant = withdraw.cleaned_data["grant"]
                 if request.POST.get("confirm") != "yes":
                     confirm = (grant, grant_withdrawal_preview(grant))
                 else:
@@ -416,7 +431,7 @@ class SecretAdmin(admin.ModelAdmin):
         manage = HttpResponseRedirect(reverse("admin:secrets_app_secret_oauth2", args=[pk]))
         if request.method != "POST":
             return manage
-        secret = self._secret_for_change(request, pk)
+        secret = self._secret_for_change(request, pk, kind="oauth2")
         try:
             if operation == "test":
                 self._report_probe(request, secret, oauth2_connection_test(secret=secret, acting_user=request.user))

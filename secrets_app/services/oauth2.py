@@ -225,7 +225,11 @@ def oauth2_connection_revoke(*, secret: Secret, acting_user=None) -> str:
     connection = OAuth2Connection.objects.filter(secret=secret).first()
     if connection is None or not connection.tokens:
         return "There were no tokens to revoke."
-    asked = tokens.revoke(connection, OAuth2Config.from_secret(secret))
+    try:
+        asked = tokens.revoke(connection, OAuth2Config.from_secret(secret))
+    except VaultError as exc:  # the tokens are kept; the tokens page says why
+        _connection_error_record(secret, f"Revocation failed: {exc}")
+        raise
     audit_record(
         acting_user=acting_user,
         action="oauth2.revoke",
