@@ -50,6 +50,22 @@ from secrets_app.services.secrets import (
 STATUS_COLOURS = {"ok": "#2e7d32", "failing": "#c62828", "untested": "#757575"}
 
 
+def expiry_label(expires_at, now) -> str:
+    """When a token expires, as precisely as it matters: "in 42 s", "in 58 min", "at 14:03:20"."""
+    if expires_at is None:
+        return "-"
+    local = timezone.localtime(expires_at)
+    clock = f"{local:%H:%M:%S}" if local.date() == timezone.localtime(now).date() else f"{local:%Y-%m-%d %H:%M:%S}"
+    seconds = (expires_at - now).total_seconds()
+    if seconds <= 0:
+        return f"expired at {clock}"
+    if seconds < 60:
+        return f"in {int(seconds)} s"
+    if seconds < 60 * 60:
+        return f"in {int(seconds // 60)} min"
+    return f"at {clock}"
+
+
 class WithdrawForm(forms.Form):
     """Withdraw one of this secret's grants (any other id is refused, not looked up)."""
 
@@ -209,6 +225,16 @@ class SecretAdmin(admin.ModelAdmin):
             )
             obj.pk = current.pk
         obj.refresh_from_db()
+        for warning in form.save_warnings():
+            self.message_user(request, f"{obj.name}: {warning}", messages.WARNING)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # A new secret is tested, connected or granted next: "Save" opens it, as "Save and
+        # continue editing" does, instead of going back to the list.
+        if not {"_addanother", "_popup", "_continue"} & set(request.POST):
+            request.POST = request.POST.copy()
+            request.POST["_continue"] = "1"
+        return super().response_add(request, obj, post_url_continue)
 
     # -- deleting: revoke first, confirm, offer "delete anyway" -----------------------
 
@@ -418,7 +444,7 @@ class SecretAdmin(admin.ModelAdmin):
             "grant_type": secret.config.get("grant_type", "authorization_code"),
             "redirect_uri": oauth2_redirect_uri(secret=secret),
             "can_change": self.has_change_permission(request, secret),
-            "now": timezone.now(),
+            "expires": expiry_label(connection.expires_at if connection else None, timezone.now()),
             "operations": [
                 ("refresh", "Refresh now" if connection and connection.has_refresh_token else "Fetch access token"),
                 ("test", "Test connection"),
@@ -515,13 +541,7 @@ class OAuth2ConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Expires", ordering="expires_at")
     def expires(self, obj):
-        from django.utils.timesince import timesince, timeuntil
-
-        if obj.expires_at is None:
-            return "-"
-        if obj.expires_at > timezone.now():
-            return f"in {timeuntil(obj.expires_at)}"
-        return f"{timesince(obj.expires_at)} ago"
+        return expiry_label(obj.expires_at, timezone.now())
 
     def _bulk(self, request, queryset, operation, verb):
         if not request.user.has_perm("secrets_app.change_secret"):
