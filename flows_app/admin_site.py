@@ -8,11 +8,12 @@ the vault, and flows_app may use secrets_app while project/ plumbing uses neithe
 
 from __future__ import annotations
 
-from django.contrib.admin import AdminSite
 from django.contrib.admin.apps import AdminConfig
 
+from project.admin_site import SelectionCheckingAdminSite
 
-class FlowgateAdminSite(AdminSite):
+
+class FlowgateAdminSite(SelectionCheckingAdminSite):
     site_header = site_title = "Flowgate"
     index_title = "Overview"
     index_template = "admin/flowgate/index.html"

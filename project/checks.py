@@ -48,6 +48,15 @@ def check_required_settings(app_configs=None, **kwargs):
                     id="flowgate.W001",
                 )
             )
+        if settings.FLOWGATE_LOCAL_DEVELOPMENT:
+            errors.append(
+                checks.Error(
+                    "FLOWGATE_LOCAL_DEVELOPMENT is on with DEBUG off.",
+                    hint="Local development lets OAuth2 use http and outbound connections reach this machine; "
+                    "unset FLOWGATE_LOCAL_DEVELOPMENT (open networks a server needs with FLOWGATE_ALLOW_NETWORKS).",
+                    id="flowgate.E007",
+                )
+            )
     try:
         outbound.parse_networks(settings.FLOWGATE_ALLOW_NETWORKS)
     except ValueError as exc:

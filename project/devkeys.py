@@ -4,19 +4,17 @@ With DEBUG on and no SECRET_KEY or FLOWGATE_ENCRYPTION_KEYS in the environment, 
 product still has to start on a laptop. Keys are generated the first time and kept in
 ``var/dev-keys.json`` so that a restart can still decrypt what the vault stored.
 Production never reaches this module: with DEBUG off, missing keys stop start-up
-(see ``project/checks.py``).
+(see ``project/checks.py``). The settings tell the user, once per launch, that these keys
+are in use.
 """
 
 import json
 import os
 import secrets
-import sys
 import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet
-
-_announced = False
 
 
 def development_keys(path: Path) -> dict[str, str]:
@@ -25,7 +23,6 @@ def development_keys(path: Path) -> dict[str, str]:
     Several processes (web, worker, beat) may start at once; the file is created with an
     atomic link so that they all end up with the same keys.
     """
-    global _announced
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         generated = {
@@ -42,10 +39,4 @@ def development_keys(path: Path) -> dict[str, str]:
             pass  # another process won the race; its keys are the ones to use
         finally:
             os.unlink(tmp)
-    if not _announced:
-        _announced = True
-        sys.stderr.write(
-            f"Flowgate: DEBUG is on and SECRET_KEY or FLOWGATE_ENCRYPTION_KEYS is not set; "
-            f"using development keys from {path}. Never use these in production.\n"
-        )
     return json.loads(path.read_text())

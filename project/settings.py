@@ -37,6 +37,23 @@ VAR_DIR = Path(os.environ.get("FLOWGATE_VAR_DIR") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG", False)
 
+# Local development (./scripts/run turns it on with DEBUG): OAuth2 endpoints may use http
+# and outbound connections may reach this machine, so a provider running on the laptop
+# connects. Never in effect with DEBUG off, where a system check refuses to start.
+FLOWGATE_LOCAL_DEVELOPMENT = env_bool("FLOWGATE_LOCAL_DEVELOPMENT", False)
+_LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]
+
+
+def _startup_notice(text: str) -> None:
+    """Tell the person starting Flowgate something once per launch, not once per process.
+
+    Every process reads these settings (``./scripts/run`` starts six: migrate,
+    collectstatic, ensure_admin, web, worker, beat); the launcher sets
+    FLOWGATE_NOTICES_SHOWN after the first so that the others stay quiet.
+    """
+    if not env_bool("FLOWGATE_NOTICES_SHOWN"):
+        sys.stderr.write(f"Flowgate: {text}\n")
+
 
 def _development_value(name: str) -> str:
     return development_keys(VAR_DIR / "dev-keys.json")[name]
@@ -47,6 +64,11 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or (_development_value("SECRET_KEY") i
 FLOWGATE_ENCRYPTION_KEYS = env_list("FLOWGATE_ENCRYPTION_KEYS") or (
     [_development_value("FLOWGATE_ENCRYPTION_KEYS")] if DEBUG else []
 )
+if DEBUG and not (os.environ.get("SECRET_KEY") and env_list("FLOWGATE_ENCRYPTION_KEYS")):
+    _startup_notice(
+        "DEBUG is on and SECRET_KEY or FLOWGATE_ENCRYPTION_KEYS is not set; using development keys "
+        f"from {VAR_DIR / 'dev-keys.json'}. Never use these in production."
+    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or (["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
@@ -72,6 +94,14 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
 # Non-public networks that outbound connections may reach (CIDR list). Empty: only
 # globally routable addresses. See project/outbound.py.
 FLOWGATE_ALLOW_NETWORKS = env_list("FLOWGATE_ALLOW_NETWORKS")
+if FLOWGATE_LOCAL_DEVELOPMENT and DEBUG:
+    FLOWGATE_ALLOW_NETWORKS += _LOOPBACK_NETWORKS
+    # oauthlib reads this from the environment at every request it prepares.
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    _startup_notice(
+        "local development is on (FLOWGATE_LOCAL_DEVELOPMENT): OAuth2 endpoints may use http and "
+        "outbound connections may reach this machine (" + ", ".join(_LOOPBACK_NETWORKS) + ")."
+    )
 
 # Engine tunables (documented in the README).
 FLOWGATE_RUN_LEASE_SECONDS = float(os.environ.get("FLOWGATE_RUN_LEASE_SECONDS") or 30)
@@ -175,7 +205,9 @@ STORAGES = {
 LOGIN_URL = "admin:login"
 
 # Redis, when there is one, also serves as the cache and the run-completion channel.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
+# The file-system transport ignores the host; naming one keeps kombu from warning, in
+# every process, that none was supplied.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://localhost/"
 FLOWGATE_REDIS_URL = os.environ.get("FLOWGATE_REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )

@@ -17,7 +17,7 @@ from django.contrib.auth.models import Group
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -48,6 +48,32 @@ from secrets_app.services.secrets import (
 )
 
 STATUS_COLOURS = {"ok": "#2e7d32", "failing": "#c62828", "untested": "#757575"}
+
+
+def expiry_label(expires_at, now) -> str:
+    """When a token expires, as precisely as it matters: "in 42 s", "in 58 min", "at 14:03:20"."""
+    if expires_at is None:
+        return "-"
+    local = timezone.localtime(expires_at)
+    clock = f"{local:%H:%M:%S}" if local.date() == timezone.localtime(now).date() else f"{local:%Y-%m-%d %H:%M:%S}"
+    seconds = (expires_at - now).total_seconds()
+    if seconds <= 0:
+        return f"expired at {clock}"
+    if seconds < 60:
+        return f"in {int(seconds)} s"
+    if seconds < 60 * 60:
+        return f"in {int(seconds // 60)} min"
+    return f"at {clock}"
+
+
+class WithdrawForm(forms.Form):
+    """Withdraw one of this secret's grants (any other id is refused, not looked up)."""
+
+    grant = forms.ModelChoiceField(queryset=SecretGrant.objects.none())
+
+    def __init__(self, *args, secret, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["grant"].queryset = secret.grants.all()
 
 
 class GrantForm(forms.Form):
@@ -199,6 +225,16 @@ class SecretAdmin(admin.ModelAdmin):
             )
             obj.pk = current.pk
         obj.refresh_from_db()
+        for warning in form.save_warnings():
+            self.message_user(request, f"{obj.name}: {warning}", messages.WARNING)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # A new secret is tested, connected or granted next: "Save" opens it, as "Save and
+        # continue editing" does, instead of going back to the list.
+        if not {"_addanother", "_popup", "_continue"} & set(request.POST):
+            request.POST = request.POST.copy()
+            request.POST["_continue"] = "1"
+        return super().response_add(request, obj, post_url_continue)
 
     # -- deleting: revoke first, confirm, offer "delete anyway" -----------------------
 
@@ -316,8 +352,8 @@ class SecretAdmin(admin.ModelAdmin):
         ]
         return own + super().get_urls()
 
-    def _secret_for_change(self, request, pk):
-        secret = get_object_or_404(Secret, pk=pk)
+    def _secret_for_change(self, request, pk, **kind):
+        secret = get_object_or_404(Secret, pk=pk, **kind)
         if not self.has_change_permission(request, secret):
             raise PermissionDenied
         return secret
@@ -342,6 +378,8 @@ class SecretAdmin(admin.ModelAdmin):
             rs256_key_pair_generate(secret=secret, acting_user=request.user)
         except ValidationError as exc:
             self.message_user(request, "; ".join(exc.messages), messages.ERROR)
+        except VaultError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
         else:
             self.message_user(request, f"{secret.name}: a new key pair was generated.", messages.SUCCESS)
         return self._back_to_change(secret)
@@ -364,7 +402,10 @@ class SecretAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{grant.grantee_label} may now {grant.get_level_display().lower()}.", messages.SUCCESS)
                 return HttpResponseRedirect(request.path)
             if request.POST.get("action") == "withdraw":
-                grant = get_object_or_404(SecretGrant, pk=request.POST.get("grant"), secret=secret)
+                withdraw = WithdrawForm(request.POST, secret=secret)
+                if not withdraw.is_valid():
+                    raise Http404("No such grant on this secret.")
+                grant = withdraw.cleaned_data["grant"]
                 if request.POST.get("confirm") != "yes":
                     confirm = (grant, grant_withdrawal_preview(grant))
                 else:
@@ -403,7 +444,7 @@ class SecretAdmin(admin.ModelAdmin):
             "grant_type": secret.config.get("grant_type", "authorization_code"),
             "redirect_uri": oauth2_redirect_uri(secret=secret),
             "can_change": self.has_change_permission(request, secret),
-            "now": timezone.now(),
+            "expires": expiry_label(connection.expires_at if connection else None, timezone.now()),
             "operations": [
                 ("refresh", "Refresh now" if connection and connection.has_refresh_token else "Fetch access token"),
                 ("test", "Test connection"),
@@ -416,7 +457,7 @@ class SecretAdmin(admin.ModelAdmin):
         manage = HttpResponseRedirect(reverse("admin:secrets_app_secret_oauth2", args=[pk]))
         if request.method != "POST":
             return manage
-        secret = self._secret_for_change(request, pk)
+        secret = self._secret_for_change(request, pk, kind="oauth2")
         try:
             if operation == "test":
                 self._report_probe(request, secret, oauth2_connection_test(secret=secret, acting_user=request.user))
@@ -500,13 +541,7 @@ class OAuth2ConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Expires", ordering="expires_at")
     def expires(self, obj):
-        from django.utils.timesince import timesince, timeuntil
-
-        if obj.expires_at is None:
-            return "-"
-        if obj.expires_at > timezone.now():
-            return f"in {timeuntil(obj.expires_at)}"
-        return f"{timesince(obj.expires_at)} ago"
+        return expiry_label(obj.expires_at, timezone.now())
 
     def _bulk(self, request, queryset, operation, verb):
         if not request.user.has_perm("secrets_app.change_secret"):

@@ -101,6 +101,12 @@ class SecretForm(forms.ModelForm):
                 self.add_error(field if field in self.fields else None, messages)
         return cleaned
 
+    def save_warnings(self) -> list[str]:
+        """What a kind notices about valid input that will not work here (OAuth2 endpoints
+        refused by oauthlib or the outbound guard). Shown after saving; the save happens."""
+        notice = getattr(self.kind_class, "save_warnings", None)  # declared by the kinds that have any
+        return notice(self.cleaned_secret.config) if notice else []
+
     def service_data(self) -> dict:
         """The validated fields, ready for ``secret_create``/``secret_update`` (which validate again)."""
         return {**self.cleaned_secret.config, **self.cleaned_secret.values}

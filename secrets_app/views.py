@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from secrets_app import access
-from secrets_app.exceptions import AuthorizationFailed, SecretNotFound, VaultError
+from secrets_app.exceptions import SecretNotFound, VaultError
 from secrets_app.selectors import published_jwks
 from secrets_app.services.oauth2 import oauth2_authorization_complete, oauth2_authorization_start, oauth2_secret_get
 
@@ -65,7 +65,7 @@ def oauth2_callback(request, name: str):
             session_key=request.session.session_key or "",
             params=request.GET,
         )
-    except AuthorizationFailed as exc:
+    except VaultError as exc:  # AuthorizationFailed, and anything the vault refused on the way
         secret = None
         try:
             secret = oauth2_secret_get(name=name)

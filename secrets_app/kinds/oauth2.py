@@ -14,7 +14,9 @@ from typing import Any
 
 import requests
 from django.core.exceptions import ValidationError
+from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 
+from project import outbound
 from project.declarative import Field
 from secrets_app.kinds.base import CleanedSecret, SecretKind, bearer_auth
 from secrets_app.oauth2.providers import FIELDS as PRESET_FIELDS
@@ -28,6 +30,13 @@ CLIENT_AUTH_METHODS = (
     ("basic", "client_secret_basic (HTTP Basic)"),
     ("post", "client_secret_post (in the form body)"),
     ("none", "none (public client, PKCE only)"),
+)
+#: Endpoints Flowgate requests, and those of them that oauthlib allows only over https.
+ENDPOINT_FIELDS = ("authorize_url", "token_url", "revocation_url", "userinfo_url", "jwks_url", "identity_url", "test_url")
+HTTPS_ONLY_FIELDS = frozenset({"authorize_url", "token_url", "revocation_url"})
+LOCAL_DEVELOPMENT_HINT = (
+    "For a provider on this machine during development, start with FLOWGATE_LOCAL_DEVELOPMENT on "
+    "(./scripts/run does, with DEBUG on)."
 )
 #: Authorization request parameters we set ourselves; extra parameters cannot replace them.
 RESERVED_PARAMETERS = frozenset(
@@ -195,6 +204,29 @@ class OAuth2(SecretKind):
                 errors["hooks"] = str(exc)
         if errors:
             raise ValidationError(errors)
+
+    @classmethod
+    def save_warnings(cls, config: Mapping[str, Any]) -> list[str]:
+        """Endpoints that are valid but would be refused when used: http where oauthlib wants
+        https, or an address the outbound guard does not open. Checked on save so that the
+        user learns it now, not after logging in at the provider."""
+        warnings = []
+        for name in ENDPOINT_FIELDS:
+            url = config.get(name)
+            if not url:
+                continue
+            label = cls.field(name).label
+            if name in HTTPS_ONLY_FIELDS and not is_secure_transport(url):
+                warnings.append(f"{label} uses http, which OAuth2 refuses outside development. {LOCAL_DEVELOPMENT_HINT}")
+                continue
+            _scheme, host, port = outbound.origin(url)
+            try:
+                outbound.resolve(host, port)
+            except outbound.OutboundBlocked as exc:
+                warnings.append(f"{label}: {exc} {LOCAL_DEVELOPMENT_HINT}")
+            except outbound.OutboundError:
+                pass  # does not resolve from here now; using it will say so
+        return warnings
 
     def auth(self):
         return OAuth2BearerAuth(self.secret)

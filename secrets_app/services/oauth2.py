@@ -20,7 +20,7 @@ from secrets_app.exceptions import (
     OAuth2Error,
     ReauthorizationRequired,
     SecretNotFound,
-    TokenEndpointUnavailable,
+    VaultError,
 )
 from secrets_app.kinds.base import ProbeResult
 from secrets_app.models import OAuth2AuthorizationRequest, OAuth2Connection, Secret
@@ -133,13 +133,31 @@ def oauth2_authorization_complete(
 ) -> AuthorizationOutcome:
     """Check the provider's redirect, exchange the code, store the tokens.
 
-    Raises AuthorizationFailed with a reason fit for the user; nothing is stored then.
+    Raises AuthorizationFailed with a reason fit for the user; no token is stored then,
+    and once the attempt is known to be the caller's, the reason is recorded as the
+    connection's last error.
     """
     state = params.get("state")
     if not state:
         raise AuthorizationFailed("The provider's answer has no state parameter.")
     with transaction.atomic():
         attempt = _consume(state, secret_name, user, session_key)
+    try:
+        return _authorization_finish(attempt, user=user, params=params)
+    except AuthorizationFailed as exc:
+        # The attempt was this user's: what went wrong belongs on the tokens page.
+        _connection_error_record(attempt.secret, str(exc))
+        raise
+
+
+def _connection_error_record(secret: Secret, reason: str) -> None:
+    connection = tokens.connection_for(secret)
+    OAuth2Connection.objects.filter(pk=connection.pk).update(last_error=reason[:500], last_error_at=timezone.now())
+
+
+def _authorization_finish(
+    attempt: OAuth2AuthorizationRequest, *, user, params: Mapping[str, str]
+) -> AuthorizationOutcome:
     secret = attempt.secret
     config = OAuth2Config.from_secret(secret)
     issuer_warning = _check_issuer(config, params)
@@ -165,7 +183,7 @@ def oauth2_authorization_complete(
         )
     except ReauthorizationRequired as exc:
         raise AuthorizationFailed(f"The provider refused the code: {exc}") from None
-    except (TokenEndpointUnavailable, OAuth2Error) as exc:
+    except VaultError as exc:  # the provider, the network, or a refused endpoint (SecretMisconfigured)
         raise AuthorizationFailed(f"The code could not be exchanged: {exc}") from None
     identity, identity_warning = identity_resolve(config, result)
     connection = tokens.store_tokens(
@@ -207,7 +225,11 @@ def oauth2_connection_revoke(*, secret: Secret, acting_user=None) -> str:
     connection = OAuth2Connection.objects.filter(secret=secret).first()
     if connection is None or not connection.tokens:
         return "There were no tokens to revoke."
-    asked = tokens.revoke(connection, OAuth2Config.from_secret(secret))
+    try:
+        asked = tokens.revoke(connection, OAuth2Config.from_secret(secret))
+    except VaultError as exc:  # the tokens are kept; the tokens page says why
+        _connection_error_record(secret, f"Revocation failed: {exc}")
+        raise
     audit_record(
         acting_user=acting_user,
         action="oauth2.revoke",

@@ -1,5 +1,7 @@
 """The vault in the admin: kind-specific forms, write-only values, permissions, audit."""
 
+import re
+
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
@@ -141,3 +143,84 @@ def test_the_audit_log_is_read_only(admin_client):
         admin_client.post(reverse("admin:secrets_app_auditevent_delete", args=[event.pk]), {"post": "yes"}).status_code
         == 403
     )
+
+
+def test_saving_a_new_secret_opens_it(admin_client):
+    response = admin_client.post(
+        f"{ADD}?kind=api_token", {"name": "crm", "description": "", "token": "tok-abcdef-1", "header": "", "probe_url": ""}
+    )
+    assert response.status_code == 302 and response["Location"].split("?")[0] == change_url(Secret.objects.get(name="crm"))
+
+
+def test_token_expiry_is_told_in_seconds_minutes_or_as_a_time(settings):
+    from datetime import datetime, timedelta, timezone as dt_timezone
+
+    from secrets_app.admin import expiry_label
+
+    settings.TIME_ZONE = "UTC"
+    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt_timezone.utc)
+    assert expiry_label(now + timedelta(seconds=42.7), now) == "in 42 s"
+    assert expiry_label(now + timedelta(minutes=58, seconds=59), now) == "in 58 min"
+    assert expiry_label(now + timedelta(hours=2, minutes=3, seconds=20), now) == "at 14:03:20"
+    assert expiry_label(now + timedelta(days=1), now) == "at 2026-03-02 12:00:00"
+    assert expiry_label(now - timedelta(seconds=5), now) == "expired at 11:59:55"
+    assert expiry_label(None, now) == "-"
+
+
+def test_the_tokens_page_and_the_connections_list_tell_expiry_within_a_minute_in_seconds(admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from secrets_app.models import OAuth2Connection
+
+    secret = secret_create(
+        name="crm",
+        kind="oauth2",
+        data={"client_id": "c", "client_secret": "s", "authorize_url": "https://a.example/authorize", "token_url": "https://a.example/token"},
+    )
+    OAuth2Connection.objects.filter(secret=secret).update(status="connected", expires_at=timezone.now() + timedelta(seconds=50))
+    tokens_page = admin_client.get(reverse("admin:secrets_app_secret_oauth2", args=[secret.pk])).content.decode()
+    connections = admin_client.get(reverse("admin:secrets_app_oauth2connection_changelist")).content.decode()
+    for page in (tokens_page, connections):
+        assert re.search(r"in \d{1,2} s\b", page) and "0\xa0minutes" not in page and "0 minutes" not in page
+
+
+OAUTH2_FORM = {
+    "name": "local",
+    "description": "",
+    "preset": "",
+    "grant_type": "authorization_code",
+    "client_id": "client",
+    "client_secret": "client-secret-1",
+    "client_auth": "basic",
+    "issuer": "",
+    "authorize_url": "http://127.0.0.1:9/authorize",
+    "token_url": "http://127.0.0.1:9/token",
+    "revocation_url": "",
+    "userinfo_url": "",
+    "jwks_url": "",
+    "scope": "",
+    "extra_authorize_params": "",
+    "identity_url": "",
+    "identity_field": "",
+    "test_url": "",
+    "pkce": "on",
+    "hooks": "",
+}
+
+
+def test_an_oauth2_secret_with_endpoints_that_would_be_refused_is_saved_with_warnings(admin_client, settings, monkeypatch):
+    settings.FLOWGATE_ALLOW_NETWORKS = []  # local development off: loopback closed ...
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)  # ... and http refused by oauthlib
+    response = admin_client.post(f"{ADD}?kind=oauth2", OAUTH2_FORM, follow=True)
+    assert Secret.objects.filter(name="local").exists()
+    warnings = [str(message) for message in response.context["messages"] if message.level_tag == "warning"]
+    assert len(warnings) == 2 and all("FLOWGATE_LOCAL_DEVELOPMENT" in warning for warning in warnings)
+    assert "Authorization URL uses http" in warnings[0] and "Token URL uses http" in warnings[1]
+    settings.FLOWGATE_ALLOW_NETWORKS = []
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # http allowed, loopback still closed
+    data = {**OAUTH2_FORM, "name": "local2"}
+    response = admin_client.post(f"{ADD}?kind=oauth2", data, follow=True)
+    warnings = [str(message) for message in response.context["messages"] if message.level_tag == "warning"]
+    assert len(warnings) == 2 and all("FLOWGATE_ALLOW_NETWORKS" in w and "FLOWGATE_LOCAL_DEVELOPMENT" in w for w in warnings)

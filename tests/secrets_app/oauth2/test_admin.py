@@ -50,7 +50,7 @@ def test_the_manage_page_shows_the_connection_and_never_a_token(connected, admin
     page = admin_client.get(manage_url(secret)).content.decode()
     assert '<td id="oauth2-status">Connected</td>' in page
     assert '<td id="oauth2-access-token">present</td>' in page and '<td id="oauth2-refresh-token">present</td>' in page
-    assert "owner@example.com" in page and "in 4\xa0minutes" in page
+    assert "owner@example.com" in page and '<td id="oauth2-expires">in 4 min</td>' in page
     assert connection.tokens["access_token"] not in page and connection.tokens["refresh_token"] not in page
     for button in ("request-access-token", "oauth2-refresh", "oauth2-test", "oauth2-revoke"):
         assert f'id="{button}"' in page

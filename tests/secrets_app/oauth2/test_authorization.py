@@ -80,6 +80,23 @@ def test_access_denied_shows_a_clear_page_and_stores_nothing(oauth2_secret, brow
     assert not OAuth2Connection.objects.filter(secret=secret, status="connected").exists()
 
 
+def test_a_token_endpoint_the_outbound_guard_refuses_shows_a_clear_page_and_the_last_error(
+    oauth2_secret, browser, settings
+):
+    secret = oauth2_secret("crm")
+    back = browser.answer(browser.start("crm"))  # the user logged in and consented
+    settings.FLOWGATE_ALLOW_NETWORKS = []  # restarted without the provider's network opened
+    page = browser.get(back)
+    assert page.status_code == 400
+    assert "The code could not be exchanged: Outbound connection to" in unescape(page.text)
+    assert "FLOWGATE_ALLOW_NETWORKS" in page.text
+    stored = connection(secret)
+    assert stored.status == "not_connected" and not stored.has_access_token
+    assert "FLOWGATE_ALLOW_NETWORKS" in stored.last_error and stored.last_error_at is not None
+    tokens_page = browser.get(f"/admin/secrets_app/secret/{secret.pk}/oauth2/")
+    assert "FLOWGATE_ALLOW_NETWORKS" in tokens_page.text
+
+
 def test_a_missing_state_is_refused(oauth2_secret, browser):
     oauth2_secret("crm")
     page = browser.get("/oauth/crm/callback/?code=abc")
