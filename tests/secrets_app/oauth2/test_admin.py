@@ -13,7 +13,7 @@ from oauth2_provider.models import AccessToken
 from secrets_app.models import OAuth2Connection, Secret
 from secrets_app.services.grants import grant_give
 from secrets_app.services.secrets import secret_update
-from tests.conftest import OWNER, admin_login
+from tests.conftest import OWNER, admin_login, screenshot
 from tests.flows_app.conftest import make_flow
 from tests.servers import RecordingServer, Reply
 
@@ -227,3 +227,4 @@ def test_a_person_connects_an_account_from_the_admin(oauth2_secret, owner, provi
     assert page.inner_text("#oauth2-status") == "Connected"
     assert page.inner_text("#oauth2-access-token") == "present"
     assert page.inner_text("#oauth2-refresh-token") == "present"
+    screenshot(page, "oauth2-connected", walkthrough=True)
