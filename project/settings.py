@@ -169,6 +169,8 @@ FLOWGATE_REDIS_URL = os.environ.get("FLOWGATE_REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's file-system transport with atomic messages (project/broker.py)
+    CELERY_BROKER_TRANSPORT = "project.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
