@@ -13,7 +13,8 @@ READERS = 6
 
 
 def connection(folder) -> Connection:
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "polling_interval": 0.001}
+    """Each test uses its own queue name: kombu remembers the queues a process declared."""
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "control_folder": str(folder / "control"), "polling_interval": 0.001}
     return Connection("filesystem://", transport=TRANSPORT, transport_options=options)
 
 
@@ -71,10 +72,10 @@ def test_readers_in_threads_and_processes_never_see_a_partial_message(tmp_path):
 
 
 def test_a_corrupt_or_unreadable_file_is_skipped_and_the_next_message_read(tmp_path):
-    (tmp_path / "0_a.runs.msg").write_text('{"body": "half a mess')
-    (tmp_path / "0_b.runs.msg").write_bytes(b"\xff\xfe not text")
+    (tmp_path / "0_a.jobs.msg").write_text('{"body": "half a mess')
+    (tmp_path / "0_b.jobs.msg").write_bytes(b"\xff\xfe not text")
     with connection(tmp_path) as conn:
-        queue = conn.SimpleQueue("runs")
+        queue = conn.SimpleQueue("jobs")
         queue.put({"n": 1})
         received = queue.get(timeout=10)
         assert received.payload == {"n": 1}
