@@ -208,6 +208,7 @@ if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
     CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
 # Celery's Django fix-up closes the database connection around every task unless this is
 # set: a new PostgreSQL connection per run cost more than the run. Connections are still
 # renewed every 500 tasks, and CONN_MAX_AGE with health checks applies as in web requests.

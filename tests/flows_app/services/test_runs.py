@@ -62,7 +62,7 @@ def sent_runs(queue: str) -> list[int]:
         channel = connection.default_channel
         app.amqp.queues[queue](channel).declare()
         while (message := channel.basic_get(queue=queue, no_ack=True)) is not None:
-            ids.append(message.decode()[0][0])
+            ids.append(json.loads(message.body)[0][0])  # the task's args: [run_id]
     return ids
 
 
