@@ -180,7 +180,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
-        "polling_interval": 0.2,
+        "polling_interval": 0.05,  # a queue folder is read 20 times a second: a sync call waits for it
     }
 # A queued run's message is sent again only this long after it was last sent. Redis gives a
 # dead worker's unacknowledged messages back after its visibility timeout (an hour) and
