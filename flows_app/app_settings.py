@@ -25,6 +25,12 @@ class FlowSettings:
         return int(getattr(settings, "FLOWGATE_RECOVER_INTERVAL_SECONDS", 30))
 
     @property
+    def run_resend_after_seconds(self) -> int:
+        """A queued run's message is sent again only this long after it was last sent: by
+        then the broker has given back a dead worker's messages, so the run's was lost."""
+        return int(getattr(settings, "FLOWGATE_RUN_RESEND_AFTER_SECONDS", 3600))
+
+    @property
     def run_retention_days(self) -> int:
         """Finished runs older than this are deleted by the daily prune job."""
         return int(getattr(settings, "FLOWGATE_RUN_RETENTION_DAYS", 30))

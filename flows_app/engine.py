@@ -45,6 +45,7 @@ from django.utils import timezone
 
 from flows_app import metrics, notify, stored
 from flows_app.app_settings import flow_settings
+from flows_app.dispatch import enqueue_run
 from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secret_names, flow_run_refusal
 from flows_app.steps import STEP_KINDS
@@ -58,13 +59,6 @@ logger = logging.getLogger(__name__)
 
 MAX_CALL_DEPTH = 5
 INLINE_RETRY_SECONDS = 2.0
-
-
-def enqueue_run(run_id: int, countdown: float = 0) -> None:
-    """Send the run's task (its id only), to run after ``countdown`` seconds."""
-    from flows_app.tasks import flow_run_execute  # the task module imports this one
-
-    flow_run_execute.apply_async(args=[run_id], countdown=countdown if countdown > 0 else None)
 
 
 def jsonable(value: Any) -> Any:
@@ -167,7 +161,8 @@ class Engine:
                     .count()
                 )
                 if running >= run.flow.concurrency_limit:
-                    transaction.on_commit(lambda: enqueue_run(run.pk, 2 + random.random() * 2))
+                    # It waits without a message: flow_run_after_finish sends it when a slot
+                    # frees (recovery, should that message be lost).
                     return None
                 claimed = self._take(run_id, now, lease)
         else:

@@ -219,6 +219,9 @@ class FlowRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True, help_text="A waiting run is not picked up before this.")
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task was last sent again (empty: sent once, when it was queued)."
+    )
     pickups = models.PositiveSmallIntegerField(default=0, help_text="How often a worker took this run up.")
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -3,13 +3,16 @@
 The engine calls ``publish(run_id)`` when a respond step has run and when the run ends.
 With Redis (``FLOWGATE_REDIS_URL``, or a ``redis://`` broker) that is a message on the
 run's channel and a waiter wakes at once, reading the run from the database only then
-(and once a second as a safety net). Without Redis, waiters read the run at a growing
+(and once a second as a safety net). Redis shares pub/sub channels between all its
+databases, so a channel names this installation too: two installations on one Redis
+server do not wake each other's waiters. Without Redis, waiters read the run at a growing
 interval (10 ms up to 250 ms): never a tight loop.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +37,20 @@ def _client():
 
 
 def channel(run_id: int) -> str:
-    return f"flowgate:run:{run_id}"
+    return f"flowgate:{_installation()}:run:{run_id}"
+
+
+def _installation() -> str:
+    """A short name for this installation: its database and its SECRET_KEY, hashed (the
+    key keeps two installations apart even when their databases have the same name)."""
+    database = settings.DATABASES["default"]
+    identity = (database["ENGINE"], database.get("HOST") or "", database.get("PORT") or "", database["NAME"])
+    return _digest(repr(identity), settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
 def publish(run_id: int) -> None:

@@ -31,10 +31,11 @@ def flow_schedule_fire(self, schedule_id: int) -> None:
     schedule_fire(schedule_id=schedule_id, message_id=self.request.id or "")
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, housekeeping=True)
 def flow_runs_recover_stalled() -> int:
     """Beat, every FLOWGATE_RECOVER_INTERVAL_SECONDS, and once when a worker starts: hand
-    out runs whose worker died or whose message was lost. Idempotent (claims decide)."""
+    out runs whose worker died or whose message was lost. Idempotent (claims decide).
+    On the housekeeping queue (project/celery.py), like the runs it sends again."""
     return flow_runs_recover()
 
 

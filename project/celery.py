@@ -1,15 +1,46 @@
-"""The Celery application. Tasks live in each app's ``tasks.py``."""
+"""The Celery application. Tasks live in each app's ``tasks.py``.
+
+Queues. Runs go to the main queue (``FLOWGATE_CELERY_QUEUE``, ``flowgate``). Housekeeping
+(tasks declared with ``housekeeping=True``: recovery, OAuth2 refresh scheduling) and runs
+sent again after their worker died go to ``<main>.housekeeping``, which every worker
+consumes besides the main one, so a backlog of runs cannot delay them. Both names follow
+the main queue's name at the moment of sending.
+"""
 
 import os
 
 from celery import Celery
 from celery.signals import beat_init, worker_init
+from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 app = Celery("flowgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def housekeeping_queue() -> str:
+    return f"{app.conf.task_default_queue}.housekeeping"
+
+
+def _route(name, args, kwargs, options, task=None, **kw):
+    task = task or app.tasks.get(name)
+    return {"queue": housekeeping_queue()} if getattr(task, "housekeeping", False) else None
+
+
+def _queue(name: str) -> Queue:
+    # RabbitMQ: quorum queues (replicated; they have no priorities), as settings.py chooses
+    arguments = {"x-queue-type": "quorum"} if app.conf.task_default_queue_type == "quorum" else None
+    return Queue(name, routing_key=name, queue_arguments=arguments)
+
+
+@app.on_after_configure.connect
+def _declare_queues(sender, **kwargs):
+    # Once the settings are read (not at import: settings modules import this package).
+    sender.conf.task_routes = (_route,)
+    # What a worker consumes unless told otherwise (-Q): the main queue and housekeeping.
+    sender.conf.task_queues = (_queue(sender.conf.task_default_queue), _queue(housekeeping_queue()))
 
 
 @worker_init.connect

@@ -212,6 +212,8 @@ FLOWGATE_REDIS_URL = os.environ.get("FLOWGATE_REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's file-system transport with atomic messages (project/broker.py)
+    CELERY_BROKER_TRANSPORT = "project.broker:Transport"
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
@@ -221,8 +223,15 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
-        "polling_interval": 0.2,
+        "polling_interval": 0.05,  # a queue folder is read 20 times a second: a sync call waits for it
     }
+# A queued run's message is sent again only this long after it was last sent. Redis gives a
+# dead worker's unacknowledged messages back after its visibility timeout (an hour) and
+# RabbitMQ at once, so a shorter window would only duplicate them; the file-system broker
+# loses a killed worker's messages, so the embedded set-up waits five minutes.
+FLOWGATE_RUN_RESEND_AFTER_SECONDS = env_int(
+    "FLOWGATE_RUN_RESEND_AFTER_SECONDS", 300 if CELERY_BROKER_URL.startswith("filesystem://") else 3600
+)
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -233,6 +242,16 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("FLOWGATE_CELERY_QUEUE", "flowgate")
+# (project/celery.py adds the housekeeping queue.) One message at a time per worker process:
+# a worker holds no queued runs that its death would strand, and alternates between queues.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ: quorum queues; countdowns use RabbitMQ's native delayed delivery (Celery's
+    # delay exchanges), which needs topic exchanges, instead of waiting in a worker's memory.
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_TASK_CREATE_MISSING_QUEUE_TYPE = "quorum"
+    CELERY_TASK_DEFAULT_EXCHANGE_TYPE = "topic"
+    CELERY_TASK_CREATE_MISSING_QUEUE_EXCHANGE_TYPE = "topic"
 # Celery's Django fix-up closes the database connection around every task unless this is
 # set: a new PostgreSQL connection per run cost more than the run. Connections are still
 # renewed every 500 tasks, and CONN_MAX_AGE with health checks applies as in web requests.

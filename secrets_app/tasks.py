@@ -6,7 +6,7 @@ from secrets_app.exceptions import TokenEndpointUnavailable
 from secrets_app.services.oauth2 import oauth2_connection_refresh_due, oauth2_due_refreshes_schedule
 
 
-@shared_task(ignore_result=True)
+@shared_task(ignore_result=True, housekeeping=True)  # its own queue: a backlog of runs cannot delay it
 def oauth2_refresh_due_connections():
     """Beat, every minute: queue a refresh for each connection whose time comes before the
     next run, to run at that time.

@@ -18,7 +18,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flowgate-test-metrics-")
     atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
-from project.settings import *  # noqa: E402,F401,F403  (after the metrics folder is chosen)
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The broker is Redis unless TEST_BROKER_URL names another (scripts/test runs the engine's
+# tests again on RabbitMQ: TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//). Set before
+# the product's settings are read, so that they choose what goes with it (with RabbitMQ:
+# quorum queues, and no Redis to wake waiters), as in production.
+os.environ["CELERY_BROKER_URL"] = os.environ.get("TEST_BROKER_URL") or TEST_REDIS_URL
+
+from project.settings import *  # noqa: E402,F401,F403  (after the metrics folder and the broker are chosen)
 from project.settings import BASE_DIR  # noqa: E402
 
 DEBUG = False
@@ -40,9 +47,6 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CELERY_BROKER_URL = TEST_REDIS_URL
-FLOWGATE_REDIS_URL = TEST_REDIS_URL
 # One queue per test session, inherited by the worker processes the tests start.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.setdefault("FLOWGATE_CELERY_QUEUE", f"flowgate-test-{os.getpid()}")
 LOGGING = {"version": 1, "disable_existing_loggers": False}

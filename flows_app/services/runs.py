@@ -6,10 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from flows_app import engine, metrics, notify
+from flows_app import dispatch, metrics, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal
@@ -60,7 +61,7 @@ def flow_run_start(
         caller=caller,
     )
     # At once when the INSERT committed on its own; after the caller's transaction otherwise.
-    transaction.on_commit(lambda: engine.enqueue_run(run.pk, 0))
+    transaction.on_commit(lambda: dispatch.enqueue_run(run.pk, 0))
     return run
 
 
@@ -116,11 +117,19 @@ def flow_run_after_finish(*, run_id: int) -> None:
             },
         )
     if flow.concurrency_limit:
-        waiting = (
-            FlowRun.objects.filter(flow=flow, status=FlowRun.Status.QUEUED).order_by("queued_at").values_list("pk", flat=True).first()
-        )
-        if waiting:
-            engine.enqueue_run(waiting, 0)
+        # Runs over the limit wait without a message (engine._claim): send as many of the
+        # oldest as there are free slots, the due waiting ones (back from a retry) included.
+        now = timezone.now()
+        running = FlowRun.objects.filter(flow=flow, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now).count()
+        free = flow.concurrency_limit - running
+        if free > 0:
+            dispatch.runs_send_again(
+                FlowRun.objects.filter(
+                    Q(status=FlowRun.Status.QUEUED) | Q(status=FlowRun.Status.WAITING, not_before__lte=now), flow=flow
+                )
+                .order_by("queued_at", "id")
+                .values_list("pk", flat=True)[:free]
+            )
 
 
 def flow_run_cancel(*, run: FlowRun, acting_user=None) -> bool:
@@ -172,24 +181,30 @@ def flow_run_rerun(*, run: FlowRun, acting_user=None) -> FlowRun:
             step_run.pk, step_run.run = None, new
         StepRun.objects.bulk_create(kept)
         audit_record(acting_user=acting_user, action="run.rerun", target_type="flow", target_name=f"{run.flow.slug} #{run.pk}")
-        transaction.on_commit(lambda: engine.enqueue_run(new.pk, 0))
+        transaction.on_commit(lambda: dispatch.enqueue_run(new.pk, 0))
     return new
 
 
-def flow_runs_recover(*, grace_seconds: float = 60) -> int:
-    """Hand out again the runs nobody is working on: an expired lease (the worker died),
-    or a queued or waiting run whose task is long overdue (a lost message)."""
+def flow_runs_recover() -> int:
+    """Send again the runs whose message is gone, on the housekeeping queue: a run whose
+    lease expired since it was last sent (its worker died), and a queued or due waiting run
+    last sent longer ago than FLOWGATE_RUN_RESEND_AFTER_SECONDS (a lost message; within
+    that window the broker may still deliver it, and a second one would only add to a
+    backlog)."""
     now = timezone.now()
-    overdue = now - timedelta(seconds=grace_seconds)
+    window = now - timedelta(seconds=flow_settings.run_resend_after_seconds)
+    sent_long_ago = Q(last_sent__lt=window)
     stalled = list(
-        FlowRun.objects.filter(
+        FlowRun.objects.alias(last_sent=Coalesce("dispatched_at", "queued_at"))
+        .filter(
             Q(status=FlowRun.Status.RUNNING, lease_expires_at__lt=now)
-            | Q(status=FlowRun.Status.QUEUED, queued_at__lt=overdue)
-            | Q(status=FlowRun.Status.WAITING, not_before__lt=overdue)
-        ).values_list("pk", flat=True)[:1000]
+            & (Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=F("lease_expires_at")) | sent_long_ago)
+            | Q(status=FlowRun.Status.QUEUED) & sent_long_ago
+            | Q(status=FlowRun.Status.WAITING, not_before__lt=window) & sent_long_ago
+        )
+        .values_list("pk", flat=True)[:1000]
     )
-    for run_id in stalled:
-        engine.enqueue_run(run_id, 0)
+    dispatch.runs_send_again(stalled)
     return len(stalled)
 
 

@@ -165,7 +165,7 @@ def test_the_change_page_shows_the_stored_configuration(admin_client, db):
 
 def test_run_now_starts_a_run_with_the_input(admin_client, db, monkeypatch):
     flow = make_flow("manual", [{"key": "x", "kind": "transform", "value": "{{ trigger.n }}"}])
-    monkeypatch.setattr("flows_app.engine.enqueue_run", lambda run_id, countdown=0: None)
+    monkeypatch.setattr("flows_app.dispatch.enqueue_run", lambda run_id, countdown=0: None)
     response = admin_client.post(reverse("admin:flows_app_flow_run", args=[flow.pk]), {"input": '{"n": 3}'})
     run = FlowRun.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("admin:flows_app_flowrun_change", args=[run.pk])

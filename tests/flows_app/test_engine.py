@@ -201,6 +201,40 @@ def test_the_concurrency_limit_holds(worker):
         server.stop()
 
 
+def test_a_run_over_the_concurrency_limit_waits_without_messages_and_starts_when_the_slot_frees(worker):
+    from celery.signals import before_task_publish
+
+    from flows_app.engine import Engine
+
+    first_called, release = threading.Event(), threading.Event()
+
+    def handle(request):
+        first_called.set()
+        release.wait(60)
+        return Reply(body="ok")
+
+    server = RecordingServer(handle)
+    sent = []
+    record = lambda body, **kwargs: sent.append(body[0][0])  # noqa: E731  (the run id)
+    before_task_publish.connect(record, weak=False)
+    try:
+        flow = make_flow("one-slot", [{"key": "call", "kind": "http_request", "url": server.url}], concurrency_limit=1)
+        first = flow_run_start(flow=flow, input={})
+        assert first_called.wait(60), "the first run never called the server"
+        second = FlowRun.objects.create(flow=flow, input={})  # as if its message had just arrived:
+        Engine().execute(second.pk)  # the slot is taken
+        assert FlowRun.objects.get(pk=second.pk).status == "queued"
+        assert second.pk not in sent  # no message: nothing polls the slot
+        release.set()
+        finished = flow_run_wait(run=second, timeout=60)  # the first run's end sends it
+        assert finished is not None and finished.status == "succeeded"
+        assert len(server.requests) == 2
+    finally:
+        release.set()
+        before_task_publish.disconnect(record)
+        server.stop()
+
+
 def test_conditions_jump_and_stop(worker):
     flow = make_flow(
         "router",

@@ -61,7 +61,7 @@ def test_outputs_under_the_cap_are_stored_exactly(capped):
 
 
 def test_a_run_continuing_from_a_truncated_output_fails_with_the_reason(capped, local_server, monkeypatch):
-    monkeypatch.setattr("flows_app.engine.enqueue_run", lambda run_id, countdown=0: None)  # run below, here
+    monkeypatch.setattr("flows_app.dispatch.enqueue_run", lambda run_id, countdown=0: None)  # run below, here
     local_server.handler = lambda request: Reply(status=404)
     flow = make_flow(
         "resume",

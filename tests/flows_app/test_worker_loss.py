@@ -66,7 +66,7 @@ def wait_for_end(run, timeout=60):
         current = FlowRun.objects.get(pk=run.pk)
         if current.finished:
             return current
-        flow_runs_recover(grace_seconds=60)  # what beat does every FLOWGATE_RECOVER_INTERVAL_SECONDS
+        flow_runs_recover()  # what beat does every FLOWGATE_RECOVER_INTERVAL_SECONDS
         time.sleep(0.5)
     raise AssertionError(f"run still {FlowRun.objects.get(pk=run.pk).status}")
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from flows_app.models import FlowRun
 from flows_app.services.runs import flow_run_rerun, flow_runs_prune, flow_runs_recover
+from project.celery import app
 from tests.flows_app.conftest import execute, make_flow, run_flow
 from tests.servers import Reply
 
@@ -53,18 +55,45 @@ def test_a_failed_run_reruns_from_the_failed_step(worker, local_server):
     assert rerun.rerun_of_id == failed.pk
 
 
+def sent_runs(queue: str) -> list[int]:
+    """The run ids whose tasks wait in ``queue`` on the real broker (taken off it)."""
+    ids = []
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        app.amqp.queues[queue](channel).declare()
+        while (message := channel.basic_get(queue=queue, no_ack=True)) is not None:
+            ids.append(json.loads(message.body)[0][0])  # the task's args: [run_id]
+    return ids
+
+
+@pytest.fixture
+def unconsumed_queue(monkeypatch):
+    """This test's tasks go to queues that no worker consumes, to be read from the broker."""
+    queue = f"recovery-{time.monotonic_ns()}"
+    monkeypatch.setitem(app.conf, "task_default_queue", queue)
+    return queue
+
+
 @pytest.mark.django_db(transaction=True)
-def test_recovery_hands_out_runs_with_expired_leases_and_lost_messages(monkeypatch):
+def test_recovery_sends_lease_expired_and_lost_runs_again_on_the_housekeeping_queue(unconsumed_queue, settings):
+    settings.FLOWGATE_RUN_RESEND_AFTER_SECONDS = 3600
     flow = make_flow("stalled", [{"key": "x", "kind": "transform", "value": 1}])
     now = timezone.now()
-    dead = FlowRun.objects.create(flow=flow, status="running", lease_owner="gone", lease_expires_at=now - timedelta(seconds=1))
-    lost = FlowRun.objects.create(flow=flow, status="queued", queued_at=now - timedelta(minutes=5))
-    FlowRun.objects.create(flow=flow, status="queued")  # just queued: its message is on its way
-    FlowRun.objects.create(flow=flow, status="running", lease_owner="alive", lease_expires_at=now + timedelta(seconds=30))
-    sent = []
-    monkeypatch.setattr("flows_app.engine.enqueue_run", lambda run_id, countdown=0: sent.append(run_id))
-    assert flow_runs_recover() == 2
-    assert sorted(sent) == sorted([dead.pk, lost.pk])
+    ago = lambda seconds: now - timedelta(seconds=seconds)  # noqa: E731
+    dead = FlowRun.objects.create(flow=flow, status="running", lease_owner="gone", lease_expires_at=ago(1))
+    lost = FlowRun.objects.create(flow=flow, status="queued", queued_at=ago(7200))
+    lost_waiting = FlowRun.objects.create(flow=flow, status="waiting", queued_at=ago(9000), not_before=ago(7200))
+    FlowRun.objects.create(flow=flow, status="running", lease_owner="gone", lease_expires_at=ago(9), dispatched_at=ago(5))
+    FlowRun.objects.create(flow=flow, status="queued", queued_at=ago(300))  # behind a backlog: its message is there
+    FlowRun.objects.create(flow=flow, status="queued", queued_at=ago(7200), dispatched_at=ago(60))  # sent again lately
+    FlowRun.objects.create(flow=flow, status="waiting", queued_at=ago(7200), not_before=ago(10))  # its retry is due
+    FlowRun.objects.create(flow=flow, status="running", lease_owner="alive", lease_expires_at=ago(-30))
+
+    assert flow_runs_recover() == 3
+    assert sorted(sent_runs(f"{unconsumed_queue}.housekeeping")) == sorted([dead.pk, lost.pk, lost_waiting.pk])
+    assert sent_runs(unconsumed_queue) == []  # not behind the backlog
+    assert FlowRun.objects.filter(pk__in=[dead.pk, lost.pk, lost_waiting.pk], dispatched_at__gte=now).count() == 3
+    assert flow_runs_recover() == 0  # each is sent once, until its window passes or its next worker dies too
 
 
 @pytest.mark.django_db(transaction=True)
