@@ -418,11 +418,14 @@ def report(runs: list[dict], systems: list[str], *, reps: int, seconds: int, che
         if denominator[0] not in systems:
             return f"| {label} | {goal} | not measured ({denominator[0]} not run) |"
         value = median(cell(*numerator)) / median(cell(*denominator))
-        return f"| {label} | {goal} | {value:.2f} ({'met' if met(value) else 'missed'}) |"
+        # each rep's own ratio (its two runs close in time) shows how far the machine's noise moves it
+        per_rep = [top / bottom for top, bottom in zip(cell(*numerator), cell(*denominator))]
+        return (f"| {label} | {goal} | {value:.2f} [{min(per_rep):.2f}..{max(per_rep):.2f}] "
+                f"({'met' if met(value) else 'missed'}) |")
 
     lines += [
         "",
-        "| ratio | goal | measured |",
+        "| ratio | goal | ratio of the medians [min..max of each rep's ratio] |",
         "|---|---|---|",
         ratio("Flowgate req/s at 8 callers / n8n's", ">= 2", ("flowgate", 8, "rps"), ("n8n", 8, "rps"),
               lambda v: v >= 2),
