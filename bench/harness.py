@@ -54,6 +54,16 @@ def setup_django() -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
+def recreate_database(url: str) -> None:
+    """Drop the database if it exists (nothing may be connected to it) and create it empty."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(url.rsplit("/", 1)[1])))
+    _create_database(url)
+
+
 def _create_database(url: str) -> None:
     import psycopg
     from psycopg import sql
