@@ -47,10 +47,11 @@ class TestQueueDepth:
         finally:
             celery_app.amqp.queues.pop(queue)
 
-    def test_an_unreachable_broker_leaves_out_queue_depth(self):
+    def test_an_unreachable_broker_leaves_out_queue_depth(self, monkeypatch):
         from celery import Celery
 
         from project.metrics_broker import QueueDepthCollector
 
+        monkeypatch.delenv("CELERY_BROKER_URL")  # Celery prefers it to the broker given below
         unreachable = Celery("unreachable", broker="redis://127.0.0.1:9/0")  # the discard port: nothing listens
         assert list(QueueDepthCollector(unreachable).collect()) == []
