@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from flows_app.models import STEP_KEY, Flow, Step
-from flows_app.services.access import access_problems, flow_bindings_save, step_access_problems
+from flows_app.services.access import access_problems, flow_bindings_save, flow_run_refusal, step_access_problems
 from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec, spec_of, spec_values
 from flows_app.services.triggers import endpoints_save, schedules_save, schedules_sync
 from flows_app.steps import STEP_KINDS
@@ -154,7 +154,7 @@ def flow_save(
         action = "update"
     else:
         flow, changed, action = Flow(slug=spec.slug, owner=_user(acting_user)), ["created"], "create"
-    flow_access_check(flow=flow, spec=spec, acting_user=acting_user)
+    flow_access_check(flow=flow, spec=spec, acting_user=acting_user, handler=handler)
     flow.slug, flow.name, flow.description, flow.enabled = spec.slug, spec.name, spec.description, spec.enabled
     flow.timeout_seconds, flow.concurrency_limit, flow.error_handler = spec.timeout_seconds, spec.concurrency_limit, handler
     flow.save()
@@ -184,11 +184,15 @@ def _user(acting_user):
     return acting_user if getattr(acting_user, "is_authenticated", False) else None
 
 
-def flow_access_check(*, flow: Flow, spec: FlowSpec, acting_user) -> None:
+def flow_access_check(*, flow: Flow, spec: FlowSpec, acting_user, handler: Flow | None = None) -> None:
     """The saving user and the flow's owner must both be allowed every step's secrets and
-    called flows, and the endpoint triggers' secrets (``flows_app.services.access``)."""
+    called flows, the endpoint triggers' secrets, and to run the error handler (whose input
+    this flow's failures choose, as a caller chooses a called flow's)."""
     users = [_user(acting_user), flow.owner]
     errors: dict[str, list[str]] = {}
+    if handler is not None and handler.slug != flow.slug:
+        if problems := [refusal for user in users if (refusal := flow_run_refusal(user, handler))]:
+            errors["error_handler"] = problems
     for index, step in enumerate(spec.steps):
         secret_name = step.secret.name if step.secret is not None else None
         if problems := step_access_problems(STEP_KINDS[step.kind], step.config, secret_name, users):

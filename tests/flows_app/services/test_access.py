@@ -177,6 +177,13 @@ class TestRunningChecksTheOwnersGrants:
         assert run.status == FlowRun.Status.FAILED
         assert "cannot be run by mallory" in run.error and TOKEN[::-1] not in str(run.output)
 
+    def test_an_error_handler_needs_the_same_permission_as_a_called_flow(self, people):
+        alice, mallory = people
+        make_flow("alices", [{"key": "t", "kind": "transform", "value": READ_TOKEN}], acting_user=alice)
+        with pytest.raises(ValidationError, match="cannot be run by mallory: mallory holds no use grant for the secret 'tok-main'"):
+            make_flow("mallorys", [{"key": "t", "kind": "transform", "value": 1}], acting_user=mallory, error_handler="alices")
+        assert not Flow.objects.filter(slug="mallorys").exists()
+
     def test_a_called_flow_runs_with_its_own_bindings_and_owner(self, people):
         alice, mallory = people
         secret = Secret.objects.get(name="tok-main")
