@@ -30,7 +30,6 @@ masked in what is stored: step inputs, outputs, errors, logs, the run's output.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import traceback
@@ -50,6 +49,7 @@ from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secret_names, flow_run_refusal
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import STOP, StepContext, StepError, StepResult
+from project.backoff import retry_delay
 from project.heartbeat import Heartbeat
 from secrets_app.api import Vault
 from secrets_app.exceptions import VaultError
@@ -381,10 +381,9 @@ class Engine:
 
     @staticmethod
     def _backoff(step: Step, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, flow_settings.max_retry_delay_seconds) * (1 + random.random() * 0.1)
-        base = step.retry_backoff_seconds * 2 ** (attempt - 1)
-        return min(base, flow_settings.max_retry_delay_seconds) * (0.5 + random.random() / 2)
+        return retry_delay(
+            attempt, base=step.retry_backoff_seconds, cap=flow_settings.max_retry_delay_seconds, retry_after=retry_after
+        )
 
     def _park(self, run: FlowRun, delay: float) -> None:
         """Free the worker while a step waits for its retry; the task comes back later."""

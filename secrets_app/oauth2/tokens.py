@@ -23,7 +23,6 @@ No transaction or row lock is held while waiting for the provider, and SQLite (w
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from project.backoff import retry_delay
 from project.heartbeat import Heartbeat
 from secrets_app import metrics, signals
 from secrets_app.app_settings import vault_settings
@@ -90,10 +90,13 @@ def access_token_get(secret: Secret, *, rejected_token: str | None = None) -> st
     return connection.tokens["access_token"]
 
 
-def refresh(stale: OAuth2Connection, config: OAuth2Config) -> OAuth2Connection:
+def refresh(stale: OAuth2Connection, config: OAuth2Config, *, attempts: int = MAX_ATTEMPTS) -> OAuth2Connection:
     """Refresh (or, for client credentials, fetch) the tokens of ``stale``'s version, once.
 
-    Returns the connection as stored afterwards, by this process or another.
+    Returns the connection as stored afterwards, by this process or another. A transient
+    failure is retried in process up to ``attempts`` calls in all, for a caller waiting for
+    the token now; a background caller with retries of its own (the proactive refresh
+    task) passes 1, so that one outage costs one call per retry, not one per layer.
     """
     owner = uuid.uuid4().hex
     waiting_since = timezone.now()
@@ -103,7 +106,7 @@ def refresh(stale: OAuth2Connection, config: OAuth2Config) -> OAuth2Connection:
             return current
     try:
         with _LeaseKeeper(stale.pk, owner), metrics.oauth2_refresh_counted():
-            result = _ask_provider(stale, config)
+            result = _ask_provider(stale, config, attempts)
     except ReauthorizationRequired as exc:
         _store_failure(stale, owner, str(exc), permanent=True)
         raise
@@ -127,10 +130,10 @@ def _wait_for_refresher(
     retrying in turn would multiply the calls by the number of waiters.
     """
     deadline = time.monotonic() + vault_settings.oauth2_refresh_lock_seconds * MAX_ATTEMPTS + 5
-    delay = 0.02
+    polls = 0
     while True:
-        time.sleep(delay * (1 + random.random()))
-        delay = min(delay * 2, 0.5)
+        polls += 1
+        time.sleep(retry_delay(polls, base=0.04, cap=1.0))
         current = OAuth2Connection.objects.select_related("secret").get(pk=stale.pk)
         if current.version != stale.version:
             raise_unless_usable(current, config)
@@ -185,20 +188,20 @@ class _LeaseKeeper(Heartbeat):
         )
 
 
-def _ask_provider(connection: OAuth2Connection, config: OAuth2Config) -> TokenResult:
-    """One call to the provider, retried with backoff while the failure is transient."""
+def _ask_provider(connection: OAuth2Connection, config: OAuth2Config, attempts: int) -> TokenResult:
+    """Up to ``attempts`` calls to the provider, with backoff while the failure is transient."""
     hooks = hooks_for(config)
     refresh_token = connection.tokens.get("refresh_token")
     if config.grant_type != "client_credentials" and not refresh_token:
         raise ReauthorizationRequired("The access token expired and the provider gave no refresh token; reconnect.")
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    for attempt in range(1, attempts + 1):
         try:
             if config.grant_type == "client_credentials":
                 return hooks.fetch_client_credentials(config)
             return hooks.refresh(config, refresh_token=refresh_token)
         except TokenEndpointUnavailable as exc:
-            pause = exc.retry_after if exc.retry_after is not None else 0.5 * 2 ** (attempt - 1) * (1 + random.random())
-            if attempt == MAX_ATTEMPTS or pause > 5:
+            pause = retry_delay(attempt, base=1.0, cap=3600, retry_after=exc.retry_after)
+            if attempt == attempts or pause > 5:
                 raise
             time.sleep(pause)
     raise AssertionError("unreachable")
@@ -341,7 +344,7 @@ def _acquire_lease(connection: OAuth2Connection) -> tuple[OAuth2Connection, str]
             return current, owner
         if time.monotonic() > deadline:
             raise TokenEndpointUnavailable("Timed out waiting for a refresh in progress.")
-        time.sleep(0.05 * (1 + random.random()))
+        time.sleep(retry_delay(1, base=0.1, cap=0.1))
 
 
 def revoke(connection: OAuth2Connection, config: OAuth2Config) -> bool:

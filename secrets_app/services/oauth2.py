@@ -345,7 +345,7 @@ def oauth2_connection_refresh_due(*, connection_id: int, version: int) -> str:
     if config.grant_type == "authorization_code" and not connection.has_refresh_token:
         return "skipped"
     try:
-        tokens.refresh(connection, config)
+        tokens.refresh(connection, config, attempts=1)  # the task's retries are the one retry layer here
     except ReauthorizationRequired:
         return "needs re-authorization"
     return "refreshed"

@@ -226,6 +226,19 @@ class TestProviderAnswers:
         finally:
             server.stop()
 
+    def test_the_proactive_refresh_calls_a_down_provider_once_per_task_attempt(self, db):
+        """One retry layer: the task's own retries, not in-process retries inside each of them."""
+        from secrets_app.services.oauth2 import oauth2_connection_refresh_due
+
+        server = RecordingServer(lambda request: Reply(status=503))
+        try:
+            connection = stored(token_endpoint_secret(server))
+            with pytest.raises(TokenEndpointUnavailable, match="HTTP 503"):
+                oauth2_connection_refresh_due(connection_id=connection.pk, version=connection.version)
+            assert len(server.requests) == 1
+        finally:
+            server.stop()
+
     def test_a_provider_that_stays_down_keeps_the_token_and_records_the_error(self, db):
         server = RecordingServer(lambda request: Reply(status=503))
         try:
