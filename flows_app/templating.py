@@ -13,7 +13,7 @@ flow's bindings, found on save (``secret_names``), and the only secrets a run ma
 
 Beyond Jinja's sandbox (no underscore attributes, no unsafe callables, a capped
 ``range``): repetition and powers that would build huge values are refused, rendered
-text is capped, and in a worker's main thread rendering has a wall-clock limit.
+text is capped, and rendering has a wall-clock limit in every thread.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ import json
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 
 from project import jsonsafe
 from project.declarative import is_template
@@ -78,10 +79,45 @@ def _now() -> dt.datetime:
     return dt.datetime.now(tz=dt.UTC)
 
 
+_deadline = threading.local()
+
+
+def _check_deadline() -> None:
+    """Raise once this thread's rendering is past its time (see ``_time_limit``)."""
+    until = getattr(_deadline, "until", None)
+    if until is not None and time.monotonic() > until:
+        raise TemplateFailed(f"rendering took longer than {_deadline.seconds:g} s")
+
+
+class _TimedRange:
+    """The sandbox's capped ``range``, looking at the clock while a loop walks it (a loop
+    body may touch nothing else the sandbox sees)."""
+
+    def __init__(self, *args):
+        self._range = safe_range(*args)
+
+    def __iter__(self):
+        for index, item in enumerate(self._range):
+            if index % 1000 == 0:
+                _check_deadline()
+            yield item
+
+    def __len__(self):
+        return len(self._range)
+
+    def __getitem__(self, index):
+        return self._range[index]
+
+
 class FlowgateSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+"})
 
+    def call(self, __context, __obj, *args, **kwargs):
+        _check_deadline()
+        return super().call(__context, __obj, *args, **kwargs)
+
     def getattr(self, obj, attribute):
+        _check_deadline()
         # JSON data first: {{ body.items }} is the "items" key, not dict.items.
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
@@ -105,6 +141,7 @@ def _environment() -> FlowgateSandbox:
     environment = FlowgateSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     for name in ("lipsum", "cycler", "joiner"):
         environment.globals.pop(name, None)
+    environment.globals["range"] = _TimedRange
     environment.globals["now"] = _now
     environment.filters.update(
         {
@@ -228,21 +265,25 @@ def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float):
-    """SIGALRM-based limit, only where signals can be used (a worker's main thread)."""
-    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
-        yield
-        return
+    """Rendering stops after ``seconds``. In every thread the sandbox looks at the clock on
+    each call, attribute and ``range`` loop; in a main thread (a prefork worker's) SIGALRM
+    also interrupts whatever the template is doing."""
+    _deadline.until, _deadline.seconds = time.monotonic() + seconds, seconds
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
 
-    def expired(signum, frame):
-        raise TemplateFailed(f"rendering took longer than {seconds:g} s")
+        def expired(signum, frame):
+            raise TemplateFailed(f"rendering took longer than {seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _deadline.until = None
+        if in_main_thread:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def render(text: str, context: dict[str, Any]) -> Any:

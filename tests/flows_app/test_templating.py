@@ -1,5 +1,7 @@
 """Templates run in Jinja2's immutable sandbox; hostile ones are refused."""
 
+import threading
+
 import pytest
 
 from flows_app import templating
@@ -85,3 +87,27 @@ def test_the_steps_a_template_reads_are_found_when_saving():
     assert templating.step_names("{{ steps.me.body }} {{ steps['other'].id }} {{ steps[key] }}") == {"me", "other"}
     assert templating.step_names("{{ steps.get('optional') }} {{ trigger.steps.x }}") == set()
     assert templating.step_names("{% for steps in trigger.pages %}{{ steps.x }}{% endfor %}") == set()
+
+
+SLOW = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize("where", ["main thread", "pool thread"])
+def test_a_template_that_runs_too_long_is_stopped_in_any_thread(where, monkeypatch):
+    """A threads pool runs steps outside the main thread, where SIGALRM cannot reach."""
+    monkeypatch.setattr(templating, "RENDER_SECONDS", 0.2)
+    outcome = []
+
+    def render_slow():
+        try:
+            templating.render(SLOW, {})
+        except templating.TemplateFailed as exc:
+            outcome.append(str(exc))
+
+    if where == "main thread":
+        render_slow()
+    else:
+        thread = threading.Thread(target=render_slow)
+        thread.start()
+        thread.join()
+    assert outcome == ["rendering took longer than 0.2 s"]

@@ -104,7 +104,7 @@ def test_scripts_run_warns_once_and_ctrl_c_stops_the_worker_warm(tmp_path):
         for line in launch.stdout:
             output.append(line)
             started["worker"] |= line.startswith("worker|") and " ready." in line
-            started["beat"] |= line.startswith("beat  |") and "beat: Starting..." in line
+            started["beat"] |= line.startswith("worker|") and "beat: Starting..." in line  # beat runs in the worker
             started["web"] |= line.startswith("web   |") and "Quit the server with CONTROL-C" in line
             if all(started.values()):
                 break
