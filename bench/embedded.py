@@ -5,7 +5,7 @@
 Two shapes, one after the other, each for ``--duration`` seconds:
   (a) production: PostgreSQL, Redis, gunicorn (project/gunicorn.conf.py), a worker;
   (b) embedded, as ./scripts/run starts it: SQLite and the file-system broker in a fresh
-      var/ folder, ``manage.py runserver``, a worker (``--concurrency 2``, as the Procfile).
+      var/ folder, ``manage.py runserver``, a worker (4 threads, as the Procfile).
 Each caller POSTs to an open sync endpoint whose flow computes a value and responds, and
 sends its next call when the answer came. Reported per shape: answers per second, answers
 other than 200, and whether the worker died (it exited, or logged "Unrecoverable error").
@@ -81,7 +81,7 @@ def measure(env: dict[str, str], server: ChildProcess, url: str, options) -> tup
     flow_file.write_text(FLOW)
     manage(env, "migrate", "--noinput")
     manage(env, "apply", str(flow_file))
-    worker = WorkerProcess(concurrency=2, base_env=env, name="bench-embedded")
+    worker = WorkerProcess(pool="threads", concurrency=4, base_env=env, name="bench-embedded")  # as the Procfile
     with server, worker:
         load(url, callers=options.callers, duration=min(5.0, options.duration))  # warm-up
         rate, answers = load(url, callers=options.callers, duration=options.duration)

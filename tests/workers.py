@@ -102,19 +102,21 @@ class ChildProcess:
 
 
 class WorkerProcess(ChildProcess):
-    """``celery worker`` (prefork). ``env`` is added to ``base_env`` (the test environment)."""
+    """``celery worker`` (prefork, as in production; ``pool="threads"`` as the Procfile).
+    ``env`` is added to ``base_env`` (the test environment)."""
 
     def __init__(
         self,
         *,
         concurrency: int = 2,
+        pool: str = "prefork",
         env: Mapping[str, str] | None = None,
         name: str = "tests",
         base_env: Mapping[str, str] | None = None,
         include: Sequence[str] = (),
     ):
         argv = [
-            str(BIN / "celery"), "-A", "project", "worker", "--pool", "prefork", "--concurrency", str(concurrency),
+            str(BIN / "celery"), "-A", "project", "worker", "--pool", pool, "--concurrency", str(concurrency),
             "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO", *(["--include", ",".join(include)] if include else []),
         ]
