@@ -38,9 +38,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 from django.utils import timezone
 
 from flows_app import metrics, notify, stored
@@ -122,6 +120,17 @@ class Engine:
 
     def _claim(self, run_id: int) -> FlowRun | None:
         now = timezone.now()
+        lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
+        # The common case in one statement: a run free to take, with none of the rules below.
+        run = self._take(run_id, now, lease, plain=True)
+        if run is None:
+            run = self._claim_otherwise(run_id, now, lease)
+        if run is not None:
+            run.flow = Flow.objects.select_related("owner").get(pk=run.flow_id)
+        return run
+
+    def _claim_otherwise(self, run_id: int, now: datetime, lease: datetime) -> FlowRun | None:
+        """A run the one-statement claim left: held, not due, cancelled, or under a rule."""
         run = FlowRun.objects.select_related("flow", "flow__owner").filter(pk=run_id).first()
         if run is None or run.finished:
             return None
@@ -151,47 +160,47 @@ class Engine:
                 lease_check=False,
             )
             return None
-        lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
-        if run.flow.concurrency_limit:
-            with transaction.atomic():
-                Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
-                running = (
-                    FlowRun.objects.filter(flow_id=run.flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
-                    .exclude(pk=run.pk)
-                    .count()
-                )
-                if running >= run.flow.concurrency_limit:
-                    # It waits without a message: flow_run_after_finish sends it when a slot
-                    # frees (recovery, should that message be lost).
-                    return None
-                claimed = self._take(run_id, now, lease)
-        else:
-            claimed = self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
-        if not claimed:
-            return None
-        # What the UPDATE wrote, without reading the row again (a query on every run).
-        run.status, run.lease_owner, run.lease_expires_at, run.not_before = FlowRun.Status.RUNNING, self.owner, lease, None
-        run.pickups += 1
-        run.started_at = run.started_at or now
-        return run
+        if not run.flow.concurrency_limit:
+            return self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
+        with transaction.atomic():
+            Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
+            running = (
+                FlowRun.objects.filter(flow_id=run.flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
+                .exclude(pk=run.pk)
+                .count()
+            )
+            if running >= run.flow.concurrency_limit:
+                # It waits without a message: flow_run_after_finish sends it when a slot
+                # frees (recovery, should that message be lost).
+                return None
+            return self._take(run_id, now, lease)
 
-    def _take(self, run_id: int, now: datetime, lease: datetime) -> int:
-        """The compare-and-set that gives this worker the run: 1 if it did, 0 if not."""
-        return (
-            FlowRun.objects.filter(pk=run_id)
-            .filter(
-                Q(status__in=[FlowRun.Status.QUEUED, FlowRun.Status.WAITING])
-                | Q(status=FlowRun.Status.RUNNING, lease_expires_at__lt=now)
+    def _take(self, run_id: int, now: datetime, lease: datetime, *, plain: bool = False) -> FlowRun | None:
+        """The compare-and-set that gives this worker the run: the run as written, or None.
+
+        ``plain`` takes it only when no rule of ``_claim_otherwise`` applies to it. One
+        ``UPDATE … RETURNING`` (PostgreSQL; SQLite from 3.35) instead of a read and a write.
+        """
+        quote, moment = connection.ops.quote_name, connection.ops.adapt_datetimefield_value
+        status = FlowRun.Status
+        params: list[Any] = [status.RUNNING, self.owner, moment(lease), moment(now), run_id]
+        params += [status.QUEUED, status.WAITING, status.RUNNING, moment(now)]
+        rules = ""
+        if plain:
+            rules = (
+                " AND NOT cancel_requested AND (not_before IS NULL OR not_before <= %s)"
+                " AND (status <> %s OR (parent_run_id IS NULL AND pickups < %s))"
+                f" AND flow_id IN (SELECT id FROM {quote(Flow._meta.db_table)} WHERE concurrency_limit = 0)"
             )
-            .update(
-                status=FlowRun.Status.RUNNING,
-                lease_owner=self.owner,
-                lease_expires_at=lease,
-                pickups=F("pickups") + 1,
-                started_at=Coalesce("started_at", now),
-                not_before=None,
-            )
+            params += [moment(now), status.RUNNING, flow_settings.run_max_pickups]
+        columns = ", ".join(quote(field.column) for field in FlowRun._meta.concrete_fields)
+        sql = (
+            f"UPDATE {quote(FlowRun._meta.db_table)} SET status = %s, lease_owner = %s, lease_expires_at = %s,"
+            " pickups = pickups + 1, started_at = COALESCE(started_at, %s), not_before = NULL"
+            " WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND lease_expires_at < %s))"
+            f"{rules} RETURNING {columns}"
         )
+        return next(iter(FlowRun.objects.raw(sql, params)), None)
 
     # -- running --------------------------------------------------------------------
 
