@@ -29,6 +29,7 @@ masked in what is stored: step inputs, outputs, errors, logs, the run's output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -245,6 +246,7 @@ class Engine:
         deadline = (run.started_at or timezone.now()) + timedelta(seconds=flow_seconds)
         pending: list[StepRun] = []
         last_output: Any = history[-1].output if history else None
+        response: dict[str, Any] | None = None  # a last step's answer, written with the run's end
 
         def flush():
             for record in pending:
@@ -262,8 +264,12 @@ class Engine:
             pending.clear()
 
         def finish(status: str, error: str = "") -> Any:
-            flush()
-            self._finish(run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error))
+            # The last checkpoints and the run's end commit together (one commit, not one each).
+            with transaction.atomic() if pending else contextlib.nullcontext():
+                flush()
+                self._finish(
+                    run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
+                )
             return last_output
 
         try:
@@ -336,9 +342,13 @@ class Engine:
                 record.status, record.output, record.logs, record.next_step_key = StepRun.Status.SUCCEEDED, output, result.logs, next_key
                 pending.append(record)
                 if result.response is not None:
-                    # A waiting caller gets the answer first; the pure respond step is
-                    # checkpointed with the next flush (after a crash it simply runs again).
-                    self._respond(run, redactor.data(jsonable(result.response)))
+                    # A waiting caller gets the answer before any later step runs; the pure
+                    # respond step is checkpointed with the next flush (after a crash it
+                    # simply runs again). Answered by the last step, the run's end brings it.
+                    response = redactor.data(jsonable(result.response))
+                    if next_key:
+                        self._respond(run, response)
+                        response = None
                 if not kind.pure:
                     flush()
                 continue
@@ -411,11 +421,14 @@ class Engine:
         run.response = response
         notify.publish(run.pk)
 
-    def _finish(self, run: FlowRun, status: str, *, output: Any = None, error: str = "", lease_check: bool = True) -> None:
+    def _finish(
+        self, run: FlowRun, status: str, *, output: Any = None, error: str = "", response: Any = None, lease_check: bool = True
+    ) -> None:
         now = timezone.now()
         target = FlowRun.objects.filter(pk=run.pk)
         target = target.filter(lease_owner=self.owner) if lease_check else target.exclude(status__in=FlowRun.FINISHED)
         started = run.started_at or now
+        answered = {"response": response} if response is not None else {}
         done = target.update(
             status=status,
             output=output,
@@ -424,12 +437,14 @@ class Engine:
             duration_ms=int((now - started).total_seconds() * 1000),
             lease_owner="",
             lease_expires_at=None,
+            **answered,
         )
         if not done:
             return
         metrics.run_finished(run, status)
         run.status, run.output, run.error = status, output, error
-        notify.publish(run.pk)
+        run.response = response if response is not None else run.response
+        transaction.on_commit(lambda: notify.publish(run.pk))  # a waiter woken earlier would read the run unfinished
         flow = run.flow
         if flow.concurrency_limit or (status == FlowRun.Status.FAILED and flow.error_handler_id):
             from flows_app.services.runs import flow_run_after_finish
