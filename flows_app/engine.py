@@ -29,7 +29,6 @@ masked in what is stored: step inputs, outputs, errors, logs, the run's output.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -46,7 +45,7 @@ from flows_app import metrics, notify, stored
 from flows_app.app_settings import flow_settings
 from flows_app.dispatch import enqueue_run
 from flows_app.models import Flow, FlowRun, Step, StepRun
-from flows_app.services.access import flow_bound_secret_ids, flow_bound_secret_names, flow_run_refusal
+from flows_app.services.access import flow_bound_secret_ids, flow_bound_secrets, flow_run_refusal
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import STOP, StepContext, StepError, StepResult
 from project.heartbeat import Heartbeat
@@ -125,9 +124,8 @@ class Engine:
         # The common case in one statement: a run free to take, with none of the rules below.
         run = self._take(run_id, now, lease, plain=True)
         if run is None:
-            run = self._claim_otherwise(run_id, now, lease)
-        if run is not None:
-            run.flow = Flow.objects.select_related("owner").get(pk=run.flow_id)
+            return self._claim_otherwise(run_id, now, lease)
+        run.flow = Flow.objects.select_related("owner").get(pk=run.flow_id)
         return run
 
     def _claim_otherwise(self, run_id: int, now: datetime, lease: datetime) -> FlowRun | None:
@@ -162,19 +160,23 @@ class Engine:
             )
             return None
         if not run.flow.concurrency_limit:
-            return self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
-        with transaction.atomic():
-            Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
-            running = (
-                FlowRun.objects.filter(flow_id=run.flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
-                .exclude(pk=run.pk)
-                .count()
-            )
-            if running >= run.flow.concurrency_limit:
-                # It waits without a message: flow_run_after_finish sends it when a slot
-                # frees (recovery, should that message be lost).
-                return None
-            return self._take(run_id, now, lease)
+            taken = self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
+        else:
+            with transaction.atomic():
+                Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
+                running = (
+                    FlowRun.objects.filter(flow_id=run.flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
+                    .exclude(pk=run.pk)
+                    .count()
+                )
+                if running >= run.flow.concurrency_limit:
+                    # It waits without a message: flow_run_after_finish sends it when a slot
+                    # frees (recovery, should that message be lost).
+                    return None
+                taken = self._take(run_id, now, lease)
+        if taken is not None:
+            taken.flow = run.flow  # read above, with its owner
+        return taken
 
     def _take(self, run_id: int, now: datetime, lease: datetime, *, plain: bool = False) -> FlowRun | None:
         """The compare-and-set that gives this worker the run: the run as written, or None.
@@ -218,7 +220,13 @@ class Engine:
         by_key = {step.key: step for step in steps}
         order = [step.key for step in steps]
         redactor = redactor if redactor is not None else Redactor()
-        bound = flow_bound_secret_names(flow)
+        bindings = flow_bound_secrets(flow)
+        bound = list(bindings)
+        if unrecorded := set(bindings.values()) - set(run.secret_ids):
+            # Its start read the bindings from a cache a save in another process had not
+            # cleared yet: the run history must still know every secret the run may touch.
+            run.secret_ids = sorted(set(run.secret_ids) | unrecorded)
+            FlowRun.objects.filter(pk=run.pk).update(secret_ids=run.secret_ids)
         # The run acts for the flow's owner and reaches only the flow's bindings.
         vault = Vault(acting_user=flow.owner, actor_label=f"flow run {run.pk}", redactor=redactor, allowed=bound, cache=True)
         data: dict[str, Any] = {
@@ -264,12 +272,10 @@ class Engine:
             pending.clear()
 
         def finish(status: str, error: str = "") -> Any:
-            # The last checkpoints and the run's end commit together (one commit, not one each).
-            with transaction.atomic() if pending else contextlib.nullcontext():
-                flush()
-                self._finish(
-                    run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
-                )
+            flush()
+            self._finish(
+                run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
+            )
             return last_output
 
         try:
@@ -444,7 +450,7 @@ class Engine:
         metrics.run_finished(run, status)
         run.status, run.output, run.error = status, output, error
         run.response = response if response is not None else run.response
-        transaction.on_commit(lambda: notify.publish(run.pk))  # a waiter woken earlier would read the run unfinished
+        notify.publish(run.pk)
         flow = run.flow
         if flow.concurrency_limit or (status == FlowRun.Status.FAILED and flow.error_handler_id):
             from flows_app.services.runs import flow_run_after_finish

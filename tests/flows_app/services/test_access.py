@@ -220,3 +220,10 @@ class TestRunHistoryShowsDataOnlyToGrantHolders:
         assert not [query for query in queries.captured_queries if SecretBinding._meta.db_table in query["sql"]]
         flow = make_flow("alices", [{"key": "t", "kind": "transform", "value": READ_TOKEN}], acting_user=alice)
         assert flow_run_start(flow=flow, input={}).secret_ids == [Secret.objects.get(name="tok-main").pk]
+
+    def test_a_run_whose_start_missed_a_binding_records_it_before_it_runs(self, people):
+        alice, _ = people
+        flow = make_flow("alices", [{"key": "t", "kind": "transform", "value": READ_TOKEN}], acting_user=alice)
+        run = execute(flow)  # created as a start with a stale view of the bindings would: none recorded
+        assert run.status == FlowRun.Status.SUCCEEDED, run.error
+        assert run.secret_ids == [Secret.objects.get(name="tok-main").pk]
