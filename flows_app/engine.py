@@ -37,16 +37,14 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
 from django.utils import timezone
 
 from flows_app import metrics, notify, stored
 from flows_app.app_settings import flow_settings
 from flows_app.dispatch import enqueue_run
 from flows_app.models import Flow, FlowRun, Step, StepRun
-from flows_app.services.access import flow_bound_secret_ids, flow_bound_secret_names, flow_run_refusal
+from flows_app.services.access import flow_bound_secret_ids, flow_bound_secrets, flow_run_refusal
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import STOP, StepContext, StepError, StepResult
 from project.backoff import retry_delay
@@ -122,6 +120,16 @@ class Engine:
 
     def _claim(self, run_id: int) -> FlowRun | None:
         now = timezone.now()
+        lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
+        # The common case in one statement: a run free to take, with none of the rules below.
+        run = self._take(run_id, now, lease, plain=True)
+        if run is None:
+            return self._claim_otherwise(run_id, now, lease)
+        run.flow = Flow.objects.select_related("owner").get(pk=run.flow_id)
+        return run
+
+    def _claim_otherwise(self, run_id: int, now: datetime, lease: datetime) -> FlowRun | None:
+        """A run the one-statement claim left: held, not due, cancelled, or under a rule."""
         run = FlowRun.objects.select_related("flow", "flow__owner").filter(pk=run_id).first()
         if run is None or run.finished:
             return None
@@ -151,8 +159,9 @@ class Engine:
                 lease_check=False,
             )
             return None
-        lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
-        if run.flow.concurrency_limit:
+        if not run.flow.concurrency_limit:
+            taken = self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
+        else:
             with transaction.atomic():
                 Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
                 running = (
@@ -164,34 +173,37 @@ class Engine:
                     # It waits without a message: flow_run_after_finish sends it when a slot
                     # frees (recovery, should that message be lost).
                     return None
-                claimed = self._take(run_id, now, lease)
-        else:
-            claimed = self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
-        if not claimed:
-            return None
-        # What the UPDATE wrote, without reading the row again (a query on every run).
-        run.status, run.lease_owner, run.lease_expires_at, run.not_before = FlowRun.Status.RUNNING, self.owner, lease, None
-        run.pickups += 1
-        run.started_at = run.started_at or now
-        return run
+                taken = self._take(run_id, now, lease)
+        if taken is not None:
+            taken.flow = run.flow  # read above, with its owner
+        return taken
 
-    def _take(self, run_id: int, now: datetime, lease: datetime) -> int:
-        """The compare-and-set that gives this worker the run: 1 if it did, 0 if not."""
-        return (
-            FlowRun.objects.filter(pk=run_id)
-            .filter(
-                Q(status__in=[FlowRun.Status.QUEUED, FlowRun.Status.WAITING])
-                | Q(status=FlowRun.Status.RUNNING, lease_expires_at__lt=now)
+    def _take(self, run_id: int, now: datetime, lease: datetime, *, plain: bool = False) -> FlowRun | None:
+        """The compare-and-set that gives this worker the run: the run as written, or None.
+
+        ``plain`` takes it only when no rule of ``_claim_otherwise`` applies to it. One
+        ``UPDATE … RETURNING`` (PostgreSQL; SQLite from 3.35) instead of a read and a write.
+        """
+        quote, moment = connection.ops.quote_name, connection.ops.adapt_datetimefield_value
+        status = FlowRun.Status
+        params: list[Any] = [status.RUNNING, self.owner, moment(lease), moment(now), run_id]
+        params += [status.QUEUED, status.WAITING, status.RUNNING, moment(now)]
+        rules = ""
+        if plain:
+            rules = (
+                " AND NOT cancel_requested AND (not_before IS NULL OR not_before <= %s)"
+                " AND (status <> %s OR (parent_run_id IS NULL AND pickups < %s))"
+                f" AND flow_id IN (SELECT id FROM {quote(Flow._meta.db_table)} WHERE concurrency_limit = 0)"
             )
-            .update(
-                status=FlowRun.Status.RUNNING,
-                lease_owner=self.owner,
-                lease_expires_at=lease,
-                pickups=F("pickups") + 1,
-                started_at=Coalesce("started_at", now),
-                not_before=None,
-            )
+            params += [moment(now), status.RUNNING, flow_settings.run_max_pickups]
+        columns = ", ".join(quote(field.column) for field in FlowRun._meta.concrete_fields)
+        sql = (
+            f"UPDATE {quote(FlowRun._meta.db_table)} SET status = %s, lease_owner = %s, lease_expires_at = %s,"
+            " pickups = pickups + 1, started_at = COALESCE(started_at, %s), not_before = NULL"
+            " WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND lease_expires_at < %s))"
+            f"{rules} RETURNING {columns}"
         )
+        return next(iter(FlowRun.objects.raw(sql, params)), None)
 
     # -- running --------------------------------------------------------------------
 
@@ -208,7 +220,13 @@ class Engine:
         by_key = {step.key: step for step in steps}
         order = [step.key for step in steps]
         redactor = redactor if redactor is not None else Redactor()
-        bound = flow_bound_secret_names(flow)
+        bindings = flow_bound_secrets(flow)
+        bound = list(bindings)
+        if unrecorded := set(bindings.values()) - set(run.secret_ids):
+            # Its start read the bindings from a cache a save in another process had not
+            # cleared yet: the run history must still know every secret the run may touch.
+            run.secret_ids = sorted(set(run.secret_ids) | unrecorded)
+            FlowRun.objects.filter(pk=run.pk).update(secret_ids=run.secret_ids)
         # The run acts for the flow's owner and reaches only the flow's bindings.
         vault = Vault(acting_user=flow.owner, actor_label=f"flow run {run.pk}", redactor=redactor, allowed=bound, cache=True)
         data: dict[str, Any] = {
@@ -236,6 +254,7 @@ class Engine:
         deadline = (run.started_at or timezone.now()) + timedelta(seconds=flow_seconds)
         pending: list[StepRun] = []
         last_output: Any = history[-1].output if history else None
+        response: dict[str, Any] | None = None  # a last step's answer, written with the run's end
 
         def flush():
             for record in pending:
@@ -254,7 +273,9 @@ class Engine:
 
         def finish(status: str, error: str = "") -> Any:
             flush()
-            self._finish(run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error))
+            self._finish(
+                run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
+            )
             return last_output
 
         try:
@@ -327,9 +348,13 @@ class Engine:
                 record.status, record.output, record.logs, record.next_step_key = StepRun.Status.SUCCEEDED, output, result.logs, next_key
                 pending.append(record)
                 if result.response is not None:
-                    # A waiting caller gets the answer first; the pure respond step is
-                    # checkpointed with the next flush (after a crash it simply runs again).
-                    self._respond(run, redactor.data(jsonable(result.response)))
+                    # A waiting caller gets the answer before any later step runs; the pure
+                    # respond step is checkpointed with the next flush (after a crash it
+                    # simply runs again). Answered by the last step, the run's end brings it.
+                    response = redactor.data(jsonable(result.response))
+                    if next_key:
+                        self._respond(run, response)
+                        response = None
                 if not kind.pure:
                     flush()
                 continue
@@ -401,11 +426,14 @@ class Engine:
         run.response = response
         notify.publish(run.pk)
 
-    def _finish(self, run: FlowRun, status: str, *, output: Any = None, error: str = "", lease_check: bool = True) -> None:
+    def _finish(
+        self, run: FlowRun, status: str, *, output: Any = None, error: str = "", response: Any = None, lease_check: bool = True
+    ) -> None:
         now = timezone.now()
         target = FlowRun.objects.filter(pk=run.pk)
         target = target.filter(lease_owner=self.owner) if lease_check else target.exclude(status__in=FlowRun.FINISHED)
         started = run.started_at or now
+        answered = {"response": response} if response is not None else {}
         done = target.update(
             status=status,
             output=output,
@@ -414,11 +442,13 @@ class Engine:
             duration_ms=int((now - started).total_seconds() * 1000),
             lease_owner="",
             lease_expires_at=None,
+            **answered,
         )
         if not done:
             return
         metrics.run_finished(run, status)
         run.status, run.output, run.error = status, output, error
+        run.response = response if response is not None else run.response
         notify.publish(run.pk)
         flow = run.flow
         if flow.concurrency_limit or (status == FlowRun.Status.FAILED and flow.error_handler_id):

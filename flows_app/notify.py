@@ -63,18 +63,41 @@ def publish(run_id: int) -> None:
         logger.warning("Could not publish run %s: %s", run_id, type(exc).__name__)
 
 
+# What a waiter reads: enough to decide and to answer (other fields load when used).
+WAIT_FIELDS = ("id", "flow_id", "endpoint_id", "status", "response", "output", "error", "finished_at")
+SAFETY_NET_SECONDS = 1.0
+
+
 def wait(run_id: int, *, ready: Callable[[FlowRun], bool], timeout: float) -> FlowRun | None:
     """The run once ``ready(run)`` holds, or None after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     client = _client()
     if client is None:
         return _read_until(run_id, ready, deadline, _growing_pause())
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub()
     try:
-        pubsub.subscribe(channel(run_id))  # before the first read: no wake-up can be missed
-        return _read_until(run_id, ready, deadline, lambda remaining: pubsub.get_message(timeout=min(remaining, 1.0)))
+        pubsub.subscribe(channel(run_id))
+        # The first read comes after Redis confirmed the subscription, so no wake-up sent
+        # after it can be missed; the confirmation is consumed here, not by the first pause
+        # (where it would end the pause at once and cost a second read).
+        if not _confirmed(pubsub, deadline):
+            return _read_until(run_id, ready, deadline, _growing_pause())
+        return _read_until(run_id, ready, deadline, lambda remaining: _woken(pubsub, remaining))
     finally:
         pubsub.close()
+
+
+def _confirmed(pubsub, deadline: float) -> bool:
+    while (remaining := deadline - time.monotonic()) > 0:
+        message = pubsub.get_message(timeout=min(remaining, SAFETY_NET_SECONDS))
+        if message is not None and message["type"] == "subscribe":
+            return True
+    return False
+
+
+def _woken(pubsub, remaining: float) -> None:
+    """Pause until a wake-up, or for the safety net's second (a lost message)."""
+    pubsub.get_message(timeout=min(remaining, SAFETY_NET_SECONDS))
 
 
 def _growing_pause() -> Callable[[float], None]:
@@ -91,7 +114,7 @@ def _growing_pause() -> Callable[[float], None]:
 def _read_until(run_id: int, ready: Callable[[FlowRun], bool], deadline: float, pause: Callable[[float], None]) -> FlowRun | None:
     """Read the run until it is ready, pausing between reads (a wake-up or a sleep)."""
     while True:
-        run = FlowRun.objects.get(pk=run_id)
+        run = FlowRun.objects.only(*WAIT_FIELDS).get(pk=run_id)
         if ready(run):
             return run
         remaining = deadline - time.monotonic()

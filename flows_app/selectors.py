@@ -6,6 +6,8 @@ endpoint trigger with its flow and secret) in a per-process cache for at most
 process instead of one per call. A change saved in a process clears that process's cache
 at once (signals, connected in ``apps.py``); other processes see it within the second.
 Unknown paths are not cached, so a probe for random paths cannot fill the cache.
+``flow_secret_ids(flow)`` (the secrets a run may touch, stored on every run at its start)
+is kept the same way, and cleared when a save of the flow, its bindings included, commits.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from django.conf import settings
 from django.db.models import Count, F, OuterRef, Q, Subquery
 
 from flows_app.models import EndpointTrigger, Flow, FlowRun, StepRun
-from flows_app.services.access import step_secret_names
+from flows_app.services.access import flow_bound_secret_ids, step_secret_names
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import StepKind
 from secrets_app.models import AuditEvent
@@ -27,6 +29,7 @@ from secrets_app.selectors import secrets_exist, token_refreshes
 
 _lock = threading.Lock()
 _endpoints: dict[str, tuple[float, EndpointTrigger]] = {}
+_secret_ids: dict[int, tuple[float, list[int]]] = {}
 
 
 def _lifetime() -> float:
@@ -47,9 +50,22 @@ def endpoint_get(path: str) -> EndpointTrigger | None:
     return endpoint
 
 
+def flow_secret_ids(flow: Flow) -> list[int]:
+    """The ids of the secrets ``flow`` binds (``flow_bound_secret_ids``), cached as endpoints are."""
+    now = time.monotonic()
+    cached = _secret_ids.get(flow.pk)
+    if cached is not None and now - cached[0] < _lifetime():
+        return cached[1]
+    ids = flow_bound_secret_ids(flow)
+    with _lock:
+        _secret_ids[flow.pk] = (now, ids)
+    return ids
+
+
 def endpoint_cache_clear(**kwargs) -> None:
     with _lock:
         _endpoints.clear()
+        _secret_ids.clear()
 
 
 # -- the front page ------------------------------------------------------------------------

@@ -18,6 +18,8 @@ How it holds:
 - redirects are followed by ``request()`` one hop at a time, each hop is a new
   connection through the same guard, and credentials stay behind when a hop leaves the
   original origin;
+- kept-alive connections are shared by a process's guarded sessions, and one taken from
+  the pool is checked again against the rules before it carries a request;
 - only http and https, no proxies from the environment;
 - every exchange has one total deadline (connect, TLS handshake, headers and every body
   chunk, across redirect hops in ``request()``) and a size cap counted after
@@ -323,15 +325,27 @@ class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
 
 
 class _DeadlinePoolMixin:
-    """A kept-alive connection taken from the pool is watched by the exchange's deadline;
-    a new one is watched as it connects (``_GuardedConnectionMixin._new_conn``)."""
+    """A kept-alive connection taken from the pool is checked again (the rules may have
+    changed since it connected) and watched by the exchange's deadline; a new one is
+    checked and watched as it connects (``_GuardedConnectionMixin._new_conn``)."""
 
     def _get_conn(self, timeout=None):
         conn = super()._get_conn(timeout)
+        if conn.sock is not None and not _still_allowed(conn.sock):
+            conn.close()  # the request connects anew, through the guard
         deadline = _current_deadline()
         if deadline is not None and conn.sock is not None:
             deadline.watch(conn.sock)
         return conn
+
+
+def _still_allowed(sock: socket.socket) -> bool:
+    try:
+        address = ipaddress.ip_address(sock.getpeername()[0])
+        check_address(address, host=str(address))
+    except (OSError, OutboundBlocked):
+        return False
+    return True
 
 
 class _GuardedHTTPConnectionPool(_DeadlinePoolMixin, HTTPConnectionPool):
@@ -340,6 +354,10 @@ class _GuardedHTTPConnectionPool(_DeadlinePoolMixin, HTTPConnectionPool):
 
 class _GuardedHTTPSConnectionPool(_DeadlinePoolMixin, HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
+
+
+_shared_pools: dict[int, Any] = {}
+_shared_lock = threading.Lock()
 
 
 class GuardedAdapter(HTTPAdapter):
@@ -354,11 +372,22 @@ class GuardedAdapter(HTTPAdapter):
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _GuardedHTTPConnectionPool,
-            "https": _GuardedHTTPSConnectionPool,
-        }
+        # Every guarded session of a process shares one pool (urllib3's is thread-safe), so
+        # kept-alive connections outlive a session: an HTTP step does not connect anew each
+        # run. Keyed by process: a forked worker must not share its parent's sockets.
+        with _shared_lock:
+            manager = _shared_pools.get(os.getpid())
+            if manager is None:
+                super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+                self.poolmanager.pool_classes_by_scheme = {
+                    "http": _GuardedHTTPConnectionPool,
+                    "https": _GuardedHTTPSConnectionPool,
+                }
+                manager = _shared_pools[os.getpid()] = self.poolmanager
+        self.poolmanager = manager
+
+    def close(self):
+        """Closing a session leaves the shared pool's connections for the next one."""
 
     def proxy_manager_for(self, *args, **kwargs):  # pragma: no cover - sessions never set proxies
         raise OutboundError("Outbound requests do not go through proxies.")

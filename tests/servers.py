@@ -17,6 +17,7 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # the caller's end of the connection: two requests on one connection share it
 
 
 @dataclass
@@ -41,7 +42,9 @@ class RecordingServer:
 
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                received = ReceivedRequest(self.command, self.path, dict(self.headers), self.rfile.read(length))
+                received = ReceivedRequest(
+                    self.command, self.path, dict(self.headers), self.rfile.read(length), self.client_address[1]
+                )
                 server.requests.append(received)
                 reply = server.handler(received)
                 body = reply.body

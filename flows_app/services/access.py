@@ -60,8 +60,13 @@ def step_access_problems(kind_class: type[StepKind], config: dict, secret_name: 
     return problems
 
 
+def flow_bound_secrets(flow: Flow) -> dict[str, int]:
+    """The flow's bindings: secret name -> secret id."""
+    return dict(api.bindings_of(flow).values_list("secret__name", "secret_id")) if flow.pk else {}
+
+
 def flow_bound_secret_names(flow: Flow) -> list[str]:
-    return list(api.bindings_of(flow).values_list("secret__name", flat=True)) if flow.pk else []
+    return list(flow_bound_secrets(flow))
 
 
 def flow_bound_secret_ids(flow: Flow) -> list[int]:

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from flows_app.models import STEP_KEY, Flow, Step
+from flows_app.selectors import endpoint_cache_clear
 from flows_app.services.access import access_problems, flow_bindings_save, flow_run_refusal, step_access_problems
 from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec, spec_of, spec_values
 from flows_app.services.triggers import endpoints_save, schedules_save, schedules_sync
@@ -169,6 +170,8 @@ def flow_save(
         Step(flow=flow, position=position, **spec_values(step)) for position, step in enumerate(spec.steps)
     )
     flow_bindings_save(flow)
+    # The Flow's post_save cleared this process's caches before the bindings changed.
+    transaction.on_commit(endpoint_cache_clear)
     audit_record(
         acting_user=acting_user,
         actor_label=actor_label,

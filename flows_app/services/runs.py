@@ -13,6 +13,7 @@ from django.utils import timezone
 from flows_app import dispatch, metrics, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
+from flows_app.selectors import flow_secret_ids
 from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal
 from secrets_app.services.audit import audit_record
 
@@ -57,7 +58,7 @@ def flow_run_start(
         started_by=user,
         endpoint=endpoint,
         idempotency_key=idempotency_key,
-        secret_ids=flow_bound_secret_ids(flow),
+        secret_ids=flow_secret_ids(flow),
         caller=caller,
     )
     # At once when the INSERT committed on its own; after the caller's transaction otherwise.

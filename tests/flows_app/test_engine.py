@@ -331,3 +331,43 @@ def test_a_disabled_flow_does_not_start(worker):
     flow = make_flow("off", [{"key": "x", "kind": "transform", "value": 1}], enabled=False)
     with pytest.raises(FlowDisabled):
         flow_run_start(flow=flow, input={})
+
+
+def test_a_free_run_is_claimed_with_one_statement_on_the_runs_table(db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from flows_app.engine import Engine
+
+    flow = make_flow("claimed-at-once", [{"key": "a", "kind": "transform", "value": "{{ trigger }}"}])
+    queued = FlowRun.objects.create(flow=flow, input={"n": 1})
+    engine = Engine()
+    with CaptureQueriesContext(connection) as queries:
+        run = engine._claim(queued.pk)
+    assert (run.status, run.lease_owner, run.pickups, run.input, run.flow.owner) == ("running", engine.owner, 1, {"n": 1}, flow.owner)
+    on_runs = [query["sql"] for query in queries.captured_queries if FlowRun._meta.db_table in query["sql"]]
+    assert len(on_runs) == 1 and on_runs[0].startswith("UPDATE")
+    assert engine._claim(queued.pk) is None  # held by its lease now
+
+
+def test_an_answer_from_the_last_step_is_written_with_the_runs_end(db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from flows_app.engine import Engine
+
+    flow = make_flow(
+        "answers-last",
+        [
+            {"key": "t", "kind": "transform", "value": {"n": "{{ trigger.n }}"}},
+            {"key": "reply", "kind": "respond", "status": 201, "body": {"n": "{{ steps.t.n }}"}},
+        ],
+    )
+    queued = FlowRun.objects.create(flow=flow, input={"n": 7})
+    with CaptureQueriesContext(connection) as queries:
+        Engine().execute(queued.pk)
+    run = FlowRun.objects.get(pk=queued.pk)
+    assert (run.status, run.response["status"], run.response["body"]) == ("succeeded", 201, {"n": 7})
+    assert steps_of(run) == [("t", "succeeded", 1), ("reply", "succeeded", 1)]
+    writes = [query["sql"].split()[0] for query in queries.captured_queries if query["sql"].split()[0] in ("INSERT", "UPDATE")]
+    assert writes[1:] == ["INSERT", "UPDATE"]  # after the claim: the checkpoints, then the end with the answer

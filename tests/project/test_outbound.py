@@ -195,3 +195,21 @@ def test_proxies_from_the_environment_are_ignored(local_server, monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://10.255.255.1:3128")
     monkeypatch.setenv("http_proxy", "http://10.255.255.1:3128")
     assert outbound.request("GET", local_server.url, limits=outbound.Limits(timeout=5)).status_code == 200
+
+
+def test_guarded_sessions_one_after_another_share_a_kept_alive_connection(settings, local_server):
+    settings.FLOWGATE_ALLOW_NETWORKS = ["127.0.0.1/32"]
+    for _ in range(2):  # as two HTTP steps do: a session each, closed after use
+        with outbound.session() as http:
+            assert outbound.request("GET", local_server.url, http=http).status_code == 200
+    first, second = local_server.requests
+    assert first.client_port == second.client_port
+
+
+def test_a_kept_alive_connection_is_not_used_once_its_network_is_closed(settings, local_server):
+    settings.FLOWGATE_ALLOW_NETWORKS = ["127.0.0.1/32"]
+    assert outbound.request("GET", local_server.url).status_code == 200
+    settings.FLOWGATE_ALLOW_NETWORKS = []
+    with pytest.raises(outbound.OutboundBlocked, match="loopback"):
+        outbound.request("GET", local_server.url)
+    assert len(local_server.requests) == 1

@@ -214,3 +214,23 @@ class TestRunHistoryShowsDataOnlyToGrantHolders:
         flow = make_flow("alices", [{"key": "t", "kind": "transform", "value": READ_TOKEN}])
         run = flow_run_start(flow=flow, input={})
         assert run.secret_ids == list(SecretBinding.objects.values_list("secret_id", flat=True))
+
+    def test_runs_of_a_flow_read_its_bindings_once_and_anew_after_the_flow_is_saved(self, people):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        alice, _ = people
+        flow = make_flow("alices", [{"key": "t", "kind": "transform", "value": "plain"}], acting_user=alice)
+        assert flow_run_start(flow=flow, input={}).secret_ids == []
+        with CaptureQueriesContext(connection) as queries:
+            assert flow_run_start(flow=flow, input={}).secret_ids == []
+        assert not [query for query in queries.captured_queries if SecretBinding._meta.db_table in query["sql"]]
+        flow = make_flow("alices", [{"key": "t", "kind": "transform", "value": READ_TOKEN}], acting_user=alice)
+        assert flow_run_start(flow=flow, input={}).secret_ids == [Secret.objects.get(name="tok-main").pk]
+
+    def test_a_run_whose_start_missed_a_binding_records_it_before_it_runs(self, people):
+        alice, _ = people
+        flow = make_flow("alices", [{"key": "t", "kind": "transform", "value": READ_TOKEN}], acting_user=alice)
+        run = execute(flow)  # created as a start with a stale view of the bindings would: none recorded
+        assert run.status == FlowRun.Status.SUCCEEDED, run.error
+        assert run.secret_ids == [Secret.objects.get(name="tok-main").pk]
