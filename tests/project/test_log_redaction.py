@@ -83,7 +83,7 @@ def logged_by_server_for_one_request(command: list[str], env: dict[str, str], po
         logged = []
         for line in server.stdout:  # the request's line is written after its answer is sent
             logged.append(line)
-            if "/hooks/x" in line:
+            if "GET /hooks/x" in line:  # not Django's "Not Found: /hooks/x", which comes first
                 break
     finally:
         server.terminate()
