@@ -221,8 +221,8 @@ class Engine:
         order = [step.key for step in steps]
         redactor = redactor if redactor is not None else Redactor()
         bindings = flow_bound_secrets(flow)
-        bound = list(bindings)
-        if unrecorded := set(bindings.values()) - set(run.secret_ids):
+        bound = [secret.name for secret in bindings]
+        if unrecorded := {secret.pk for secret in bindings} - set(run.secret_ids):
             # Its start read the bindings from a cache a save in another process had not
             # cleared yet: the run history must still know every secret the run may touch.
             run.secret_ids = sorted(set(run.secret_ids) | unrecorded)
@@ -279,7 +279,7 @@ class Engine:
             return last_output
 
         try:
-            vault.admit_all(bound)  # a withdrawn grant fails the run before its first step
+            vault.admit_all(bindings)  # a withdrawn grant fails the run before its first step
         except VaultError as exc:
             return finish(FlowRun.Status.FAILED, str(exc))
         lost = stored.lost_checkpoint_reason(history)

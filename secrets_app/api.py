@@ -27,7 +27,7 @@ from secrets_app import access, selectors
 from secrets_app.exceptions import SecretAccessDenied, SecretNotFound
 from secrets_app.models import Secret
 from secrets_app.redaction import Redactor
-from secrets_app.services.grants import bindings_of, bindings_replace, bindings_resolve
+from secrets_app.services.grants import bindings_of, bindings_replace, bindings_resolve  # noqa: F401  (for flows_app)
 from secrets_app.services.secrets import secret_mark_used, secret_reveal_record
 
 # What flows_app needs besides the Vault: the access rules and the bindings it records.
@@ -114,13 +114,13 @@ class Vault:
         secret_mark_used(secret=secret)
         return secret
 
-    def admit_all(self, names: Iterable[str]) -> None:
-        """Load and check every named secret at once (a run's bindings, at its start).
+    def admit_all(self, secrets: Iterable[Secret]) -> None:
+        """Check and keep every secret at once (a run's bindings, as read at its start).
 
-        SecretNotFound or SecretAccessDenied for the first that cannot be used, so a run
-        whose owner lost a grant fails before its first step, naming the secret.
+        SecretAccessDenied for the first that cannot be used, so a run whose owner lost a
+        grant fails before its first step, naming the secret.
         """
-        self._admit(bindings_resolve(names))
+        self._admit(list(secrets))
 
     def _admit(self, secrets: list[Secret]) -> None:
         denied = access.secrets_denied(self.acting_user, secrets)

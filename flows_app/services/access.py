@@ -42,6 +42,12 @@ def access_problems(names: Iterable[str], users: Iterable) -> list[str]:
         secrets = api.bindings_resolve(names)
     except api.SecretNotFound as exc:
         return [str(exc)]
+    return grant_problems(secrets, users)
+
+
+def grant_problems(secrets: Iterable, users: Iterable) -> list[str]:
+    """Which of ``users`` hold no use grant on which of ``secrets``."""
+    secrets = list(secrets)
     problems = []
     for user in {getattr(user, "pk", None): user for user in users}.values():
         problems += [
@@ -60,13 +66,9 @@ def step_access_problems(kind_class: type[StepKind], config: dict, secret_name: 
     return problems
 
 
-def flow_bound_secrets(flow: Flow) -> dict[str, int]:
-    """The flow's bindings: secret name -> secret id."""
-    return dict(api.bindings_of(flow).values_list("secret__name", "secret_id")) if flow.pk else {}
-
-
-def flow_bound_secret_names(flow: Flow) -> list[str]:
-    return list(flow_bound_secrets(flow))
+def flow_bound_secrets(flow: Flow) -> list:
+    """The secrets the flow binds, read in one query (a run hands them to its vault)."""
+    return [binding.secret for binding in api.bindings_of(flow).select_related("secret")] if flow.pk else []
 
 
 def flow_bound_secret_ids(flow: Flow) -> list[int]:
@@ -79,7 +81,7 @@ def flow_run_refusal(user, flow: Flow) -> str | None:
         return None
     if not user.has_perm("flows_app.run_flow"):
         return f"{api.user_label(user)} may not run flows (the 'Can run flows' permission)."
-    problems = access_problems(flow_bound_secret_names(flow), [user])
+    problems = grant_problems(flow_bound_secrets(flow), [user])
     return f"Flow {flow.slug!r} cannot be run by {api.user_label(user)}: {problems[0]}" if problems else None
 
 
