@@ -169,9 +169,11 @@ class ScheduleTriggerInline(admin.TabularInline):
 
 
 def localize_time(value) -> str:
+    """The admin's timestamp format (``project/formats``), in the admin's time zone."""
     from django.utils import timezone
+    from django.utils.formats import date_format
 
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return date_format(timezone.localtime(value), "DATETIME_FORMAT")
 
 
 @admin.register(Flow)

@@ -89,7 +89,7 @@ def require_manage(user, secret: Secret) -> None:
         raise PermissionDenied(f"{user_label(user)} may not manage the secret {secret.name!r}.")
 
 
-def secrets_visible_to_manage(user, queryset):
+def secrets_manageable(user, queryset):
     """``queryset`` narrowed to the secrets ``user`` may manage (for bulk admin actions)."""
     standing = _holds_everything(user)
     if standing is not None:

@@ -171,7 +171,7 @@ class SecretAdmin(admin.ModelAdmin):
 
     def _manageable(self, request, queryset):
         """The selected secrets this user may manage; the others are named in a message."""
-        allowed = access.secrets_visible_to_manage(request.user, queryset)
+        allowed = access.secrets_manageable(request.user, queryset)
         refused = sorted(set(queryset.values_list("name", flat=True)) - set(allowed.values_list("name", flat=True)))
         if refused:
             self.message_user(request, f"Skipped, you may not manage: {', '.join(refused)}.", messages.WARNING)
