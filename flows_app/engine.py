@@ -164,11 +164,7 @@ class Engine:
         else:
             with transaction.atomic():
                 Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
-                running = (
-                    FlowRun.objects.filter(flow_id=run.flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
-                    .exclude(pk=run.pk)
-                    .count()
-                )
+                running = FlowRun.objects.holding_slots(run.flow_id, now).exclude(pk=run.pk).count()
                 if running >= run.flow.concurrency_limit:
                     # It waits without a message: flow_run_after_finish sends it when a slot
                     # frees (recovery, should that message be lost).

@@ -186,7 +186,15 @@ class ScheduleTrigger(models.Model):
         return f"every {self.interval_seconds} s" if self.interval_seconds else f"cron {self.cron} ({self.timezone})"
 
 
+class FlowRunQuerySet(models.QuerySet):
+    def holding_slots(self, flow_id: int, now):
+        """Runs of the flow that a worker is running now: they count against its concurrency limit."""
+        return self.filter(flow_id=flow_id, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now)
+
+
 class FlowRun(models.Model):
+    objects = FlowRunQuerySet.as_manager()
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"

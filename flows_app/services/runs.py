@@ -121,7 +121,7 @@ def flow_run_after_finish(*, run_id: int) -> None:
         # Runs over the limit wait without a message (engine._claim): send as many of the
         # oldest as there are free slots, the due waiting ones (back from a retry) included.
         now = timezone.now()
-        running = FlowRun.objects.filter(flow=flow, status=FlowRun.Status.RUNNING, lease_expires_at__gt=now).count()
+        running = FlowRun.objects.holding_slots(flow.pk, now).count()
         free = flow.concurrency_limit - running
         if free > 0:
             dispatch.runs_send_again(
