@@ -104,8 +104,7 @@ class SecretForm(forms.ModelForm):
     def save_warnings(self) -> list[str]:
         """What a kind notices about valid input that will not work here (OAuth2 endpoints
         refused by oauthlib or the outbound guard). Shown after saving; the save happens."""
-        notice = getattr(self.kind_class, "save_warnings", None)  # declared by the kinds that have any
-        return notice(self.cleaned_secret.config) if notice else []
+        return self.kind_class.save_warnings(self.cleaned_secret.config)
 
     def service_data(self) -> dict:
         """The validated fields, ready for ``secret_create``/``secret_update`` (which validate again)."""

@@ -127,6 +127,11 @@ class SecretKind:
         """Cross-field checks; may add derived config. Raise ValidationError({field: msg})."""
 
     @classmethod
+    def save_warnings(cls, config: Mapping[str, Any]) -> list[str]:
+        """What is valid but will not work here (shown after saving; the save happens)."""
+        return []
+
+    @classmethod
     def exportable_config(cls, config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """The config ``export`` writes: what ``clean`` derives by itself is left out."""
         return config
