@@ -36,30 +36,31 @@ def _lifetime() -> float:
     return float(getattr(settings, "FLOWGATE_ENDPOINT_CACHE_SECONDS", 1.0))
 
 
-def endpoint_get(path: str) -> EndpointTrigger | None:
+def _cached(store: dict, key, load):
+    """``load()``'s value for ``key``, kept in ``store`` for the cache's lifetime. None is
+    not kept: a probe for paths that do not exist cannot fill the cache."""
     now = time.monotonic()
-    cached = _endpoints.get(path)
+    cached = store.get(key)
     if cached is not None and now - cached[0] < _lifetime():
         return cached[1]
-    endpoint = EndpointTrigger.objects.select_related("flow", "auth_secret").filter(path=path).first()
+    value = load()
     with _lock:
-        if endpoint is None:
-            _endpoints.pop(path, None)
+        if value is None:
+            store.pop(key, None)
         else:
-            _endpoints[path] = (now, endpoint)
-    return endpoint
+            store[key] = (now, value)
+    return value
+
+
+def endpoint_get(path: str) -> EndpointTrigger | None:
+    return _cached(
+        _endpoints, path, lambda: EndpointTrigger.objects.select_related("flow", "auth_secret").filter(path=path).first()
+    )
 
 
 def flow_secret_ids(flow: Flow) -> list[int]:
     """The ids of the secrets ``flow`` binds (``flow_bound_secret_ids``), cached as endpoints are."""
-    now = time.monotonic()
-    cached = _secret_ids.get(flow.pk)
-    if cached is not None and now - cached[0] < _lifetime():
-        return cached[1]
-    ids = flow_bound_secret_ids(flow)
-    with _lock:
-        _secret_ids[flow.pk] = (now, ids)
-    return ids
+    return _cached(_secret_ids, flow.pk, lambda: flow_bound_secret_ids(flow))
 
 
 def endpoint_cache_clear(**kwargs) -> None:
