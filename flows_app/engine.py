@@ -85,6 +85,53 @@ class SecretsInTemplates:
         return self._vault.get_field(name, field)
 
 
+class ConnectionInTemplates:
+    """``connection`` in an app flow's templates: the connection its run uses.
+
+    ``connection.id``, ``connection.identity``, ``connection.data`` (what the provider
+    returned beside the tokens), and each field of a generic connection by its key
+    (``connection.region``); reading a sensitive field is a reveal, audited and redacted.
+    """
+
+    def __init__(self, vault: Vault, secret):
+        self._vault, self._secret = vault, secret
+
+    @property
+    def id(self) -> int:
+        return self._secret.pk
+
+    @property
+    def identity(self) -> str:
+        return self._read(self._vault.connection_identity)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self._read(self._vault.connection_data)
+
+    def __getattr__(self, key: str):
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return self._read(self._vault.get_field, key)
+
+    def _read(self, read, *args):
+        try:
+            return read(self._secret.name, *args)
+        except VaultError as exc:
+            raise StepError(str(exc)) from None
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+class NoConnection:
+    """``connection`` in a run without one: using it says why, instead of rendering blank."""
+
+    def __getattr__(self, key: str):
+        raise StepError("This run has no connection: only an app's flows, run for one of its connections, have one.")
+
+    __getitem__ = __getattr__
+
+
 class _Heartbeat(Heartbeat):
     """Extends the run's lease while it executes and notices cancellation and a lost lease."""
 
@@ -117,6 +164,10 @@ class Engine:
             return
         with _Heartbeat(run.pk, self.owner) as heartbeat:
             self._run(run, heartbeat=heartbeat)
+
+    def run_inline(self, run: FlowRun, *, timeout: float) -> Any:
+        """Run ``run`` (created RUNNING under this engine's lease) here and now; its output."""
+        return self._run(run, heartbeat=None, timeout=timeout)
 
     def _claim(self, run_id: int) -> FlowRun | None:
         now = timezone.now()
@@ -217,6 +268,9 @@ class Engine:
         order = [step.key for step in steps]
         redactor = redactor if redactor is not None else Redactor()
         bindings = flow_bound_secrets(flow)
+        connection = run.connection if run.connection_id else None
+        if connection is not None:
+            bindings.append(connection)  # checked against the flow's owner below, like every binding
         bound = [secret.name for secret in bindings]
         if unrecorded := {secret.pk for secret in bindings} - set(run.secret_ids):
             # Its start read the bindings from a cache a save in another process had not
@@ -230,6 +284,7 @@ class Engine:
             "steps": {},
             "run": {"id": run.pk, "trigger": run.trigger, "flow": flow.slug},
             "secrets": SecretsInTemplates(vault),
+            "connection": ConnectionInTemplates(vault, connection) if connection is not None else NoConnection(),
         }
         # A run taken up for the first time has no checkpoints, unless it re-runs another.
         first_pickup = run.pickups == 1 and not run.rerun_of_id
@@ -312,7 +367,7 @@ class Engine:
                     timeout=min(step.timeout_seconds, remaining),
                     data=data,
                     engine=self,
-                    secret_name=step.secret.name if step.secret_id else None,
+                    secret_name=self._step_secret_name(step, connection),
                 )
                 result = kind().execute(context)
             except StepError as exc:
@@ -387,6 +442,12 @@ class Engine:
             pending.append(record)
             flush()
         return finish(FlowRun.Status.SUCCEEDED)
+
+    @staticmethod
+    def _step_secret_name(step: Step, connection) -> str | None:
+        if step.uses_connection:
+            return connection.name if connection is not None else None
+        return step.secret.name if step.secret_id else None
 
     @staticmethod
     def _following(step: Step, order: list[str]) -> str:
@@ -464,6 +525,8 @@ class Engine:
             raise StepError(f"There is no enabled flow {slug!r} to call.")
         if refusal := flow_run_refusal(parent.flow.owner, flow):
             raise StepError(refusal)
+        if flow.app_slug and flow.app_slug != parent.flow.app_slug:
+            raise StepError(f"Flow {flow.slug!r} belongs to the app {flow.app_slug!r}; only its own flows call it.")
         depth, ancestor = 1, parent
         while ancestor.parent_run_id:
             depth += 1
@@ -477,7 +540,8 @@ class Engine:
             input=redactor.data(input),
             parent_run=parent,
             started_by=parent.started_by,
-            secret_ids=flow_bound_secret_ids(flow),
+            secret_ids=flow_bound_secret_ids(flow) + ([parent.connection_id] if flow.app_slug else []),
+            connection_id=parent.connection_id if flow.app_slug else None,
             status=FlowRun.Status.RUNNING,
             started_at=timezone.now(),
             lease_owner=self.owner,

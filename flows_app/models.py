@@ -25,6 +25,12 @@ STEP_KEY = RegexValidator(
 )
 
 
+#: A plain flow's slug, or an app's flow: ``<app slug>/<flow slug>``.
+FLOW_SLUG = RegexValidator(
+    r"^[-a-zA-Z0-9_]+(/[-a-zA-Z0-9_]+)?$",
+    "Use letters, digits, '-' and '_' (an app's flows are named <app>/<flow>).",
+)
+
 ENDPOINT_PATH = RegexValidator(
     r"^(?!runs(/|$))(?!.*/runs(/|$))[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$",
     "Use lower-case letters, digits, '-', '_' and '/' between parts; 'runs' cannot be a part.",
@@ -39,7 +45,12 @@ def step_kind_choices():
 
 class Flow(models.Model):
     name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=100, unique=True, help_text="How triggers, call_flow steps and the CLI name it.")
+    slug = models.CharField(
+        max_length=201,
+        unique=True,
+        validators=[FLOW_SLUG],
+        help_text="How triggers, call_flow steps and the CLI name it.",
+    )
     enabled = models.BooleanField(default=True, help_text="A disabled flow does not start from triggers or schedules.")
     description = models.TextField(blank=True)
     timeout_seconds = models.PositiveIntegerField(default=300, help_text="A run that takes longer fails.")
@@ -61,6 +72,16 @@ class Flow(models.Model):
         on_delete=models.PROTECT,
         related_name="owned_flows",
         help_text="The flow runs with this user's grants. None: the operator's (created by apply).",
+    )
+    app_slug = models.CharField(
+        max_length=100,
+        blank=True,
+        db_index=True,
+        help_text="The installed app this flow belongs to; each of its runs uses one connection of that app.",
+    )
+    app_private = models.BooleanField(
+        default=False,
+        help_text="Only its app runs it (connection tests, OAuth2 operations, the app's own call_flow steps).",
     )
     #: The secrets the flow uses (steps, templates, scripts, endpoint triggers), found on save.
     bindings = GenericRelation(
@@ -90,6 +111,9 @@ class Step(models.Model):
     config = models.JSONField(default=dict, blank=True)
     secret = models.ForeignKey(
         "secrets_app.Secret", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    uses_connection = models.BooleanField(
+        default=False, help_text="An app's step: it authenticates with the run's connection (`secret: connection`)."
     )
     max_attempts = models.PositiveSmallIntegerField(
         default=1, help_text="Attempts for transient errors (timeouts, 5xx, 429); 1 means no retry."
@@ -237,6 +261,14 @@ class FlowRun(models.Model):
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     secret_ids = models.JSONField(
         default=list, blank=True, help_text="The flow's bindings when the run started: who may see its data."
+    )
+    connection = models.ForeignKey(
+        "secrets_app.Secret",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="An app flow's run: the connection (an app's secret) it runs with.",
     )
 
     class Meta:

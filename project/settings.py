@@ -136,6 +136,7 @@ INSTALLED_APPS = [
     "project",
     "secrets_app",
     "flows_app",
+    "apps_app",
 ]
 
 MIDDLEWARE = [

@@ -11,4 +11,5 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("", include("secrets_app.urls")),
     path("", include("flows_app.urls")),
+    path("", include("apps_app.urls")),
 ]

@@ -77,6 +77,11 @@ class _RecordingAuth(requests.auth.AuthBase):
         return repr(self._inner)
 
 
+def app_connection_get(*, app_slug: str, pk: int | None) -> Secret | None:
+    """The connection ``pk`` of the installed app ``app_slug`` (a secret), or None."""
+    return Secret.objects.filter(pk=pk, app_slug=app_slug).first() if pk is not None else None
+
+
 class Vault:
     """Access to secrets on behalf of one actor.
 
@@ -153,6 +158,14 @@ class Vault:
     def auth_for(self, name: str) -> requests.auth.AuthBase:
         auth = self.secret(name).handler.auth()
         return _RecordingAuth(auth, self.redactor) if self.redactor is not None else auth
+
+    def connection_identity(self, name: str) -> str:
+        """The account a connection stands for (who connected it, or what its test found)."""
+        return self.secret(name).handler.identity()
+
+    def connection_data(self, name: str) -> dict[str, Any]:
+        """What the provider returned beside the tokens (Salesforce's ``instance_url``)."""
+        return self.secret(name).handler.token_data()
 
     def get_field(self, name: str, field: str) -> Any:
         secret = self.secret(name)

@@ -60,6 +60,15 @@ class Secret(models.Model):
         related_name="owned_secrets",
         help_text="May use and manage it, and grant others. None: the operator's (apply, the Python API).",
     )
+    identity = models.CharField(
+        max_length=255, blank=True, help_text="The account it stands for, as its connection test found it."
+    )
+    app_slug = models.CharField(
+        max_length=100,
+        blank=True,
+        db_index=True,
+        help_text="Set when this secret is a connection of an installed app: that app's flows run with it.",
+    )
 
     class Meta:
         ordering = ["name"]

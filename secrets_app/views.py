@@ -1,7 +1,7 @@
 """HTTP views of the vault: the OAuth2 redirect endpoints and the published JWKS.
 
 Thin: each parses the request, calls one service and answers. Vault errors map to a page
-with a short reason (``_error_page``), never a value.
+with a short reason (``oauth2_error_page``), never a value.
 """
 
 from django.contrib import admin, messages
@@ -18,7 +18,7 @@ from secrets_app.selectors import published_jwks
 from secrets_app.services.oauth2 import oauth2_authorization_complete, oauth2_authorization_start, oauth2_secret_get
 
 
-def _error_page(request, message: str, *, secret=None, status: int = 400):
+def oauth2_error_page(request, message: str, *, secret=None, status: int = 400):
     manage_url = reverse("admin:secrets_app_secret_oauth2", args=[secret.pk]) if secret is not None else None
     context = {
         **admin.site.each_context(request),
@@ -42,7 +42,7 @@ def oauth2_authorize(request, name: str):
     try:
         secret = oauth2_secret_get(name=name)
     except SecretNotFound as exc:
-        return _error_page(request, str(exc), status=404)
+        return oauth2_error_page(request, str(exc), status=404)
     if not access.may_manage(request.user, secret):
         raise PermissionDenied
     if not request.session.session_key:
@@ -50,7 +50,7 @@ def oauth2_authorize(request, name: str):
     try:
         url = oauth2_authorization_start(secret=secret, user=request.user, session_key=request.session.session_key)
     except VaultError as exc:
-        return _error_page(request, str(exc), secret=secret)
+        return oauth2_error_page(request, str(exc), secret=secret)
     return HttpResponseRedirect(url)
 
 
@@ -71,7 +71,7 @@ def oauth2_callback(request, name: str):
             secret = oauth2_secret_get(name=name)
         except SecretNotFound:
             pass
-        return _error_page(request, str(exc), secret=secret)
+        return oauth2_error_page(request, str(exc), secret=secret)
     identity = f" as {outcome.connection.identity}" if outcome.connection.identity else ""
     messages.success(request, f"Connected{identity}. The access token is stored.")
     for warning in outcome.warnings:

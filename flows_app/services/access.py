@@ -85,6 +85,23 @@ def flow_run_refusal(user, flow: Flow) -> str | None:
     return f"Flow {flow.slug!r} cannot be run by {api.user_label(user)}: {problems[0]}" if problems else None
 
 
+def run_connection_refusal(user, flow: Flow, connection) -> str | None:
+    """Why a run of ``flow`` may not use ``connection`` (a secret, or None); None if it may.
+
+    An app's flow runs with one connection of its app, which whoever starts the run must
+    be allowed to use (its owner, a grant, or the operator); any other flow runs without one.
+    """
+    if not flow.app_slug:
+        return f"Flow {flow.slug!r} is not an app's flow: it runs without a connection." if connection else None
+    if connection is None:
+        return f"Flow {flow.slug!r} belongs to the app {flow.app_slug!r}: name one of its connections."
+    if connection.app_slug != flow.app_slug:
+        return f"Secret {connection.name!r} is not a connection of the app {flow.app_slug!r}."
+    if api.secrets_denied(user, [connection]):
+        return f"{api.user_label(user)} holds no use grant for the connection {connection.name!r}."
+    return None
+
+
 def run_data_refusal(user, secret_ids: Iterable[int]) -> str | None:
     """Why ``user`` may not see a run's stored inputs and outputs (statuses, timings and
     errors stay visible); None when they may use every secret the run could touch."""

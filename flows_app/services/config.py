@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 
 from flows_app.models import Flow
-from flows_app.services.flows import flow_save, flow_steps_check, step_spec_from_data
+from flows_app.services.flows import APP_CONNECTION, flow_save, flow_steps_check, step_spec_from_data
 from flows_app.services.specs import FlowSpec
 from flows_app.services.triggers import triggers_export, triggers_from_data
 from flows_app.steps import STEP_KINDS
@@ -38,7 +38,12 @@ from secrets_app.services.config import Change
 FLOW_KEYS = {"name", "description", "enabled", "timeout", "concurrency_limit", "error_handler", "steps", "triggers"}
 
 
-def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
+def flow_spec_from_data(slug: Any, definition: Any, *, acting_user=None, app_slug: str = "") -> FlowSpec:
+    """Validate one flow as written in the ``apply`` file or an app's manifest.
+
+    ``app_slug``: a flow of that app, saved as ``<app_slug>/<slug>``; its steps reach only
+    their run's connection.
+    """
     errors: dict[str, list[str]] = {}
     if not isinstance(slug, str):
         raise ValidationError({"__all__": "A flow's name in the file must be text."})
@@ -59,7 +64,7 @@ def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
             errors[f"steps[{index}]"] = ["Expected a mapping with key, kind and the kind's fields."]
             continue
         try:
-            steps.append(step_spec_from_data(step_data, acting_user=acting_user))
+            steps.append(step_spec_from_data(step_data, acting_user=acting_user, in_app=bool(app_slug)))
         except ValidationError as exc:
             for name, messages in exc.message_dict.items():
                 errors[f"steps[{index}].{name}"] = messages
@@ -72,7 +77,8 @@ def _flow_spec(slug: Any, definition: Any, acting_user) -> FlowSpec:
         except ValidationError as exc:
             errors.update(exc.message_dict)
     spec = FlowSpec(
-        slug=slug,
+        slug=f"{app_slug}/{slug}" if app_slug else slug,
+        app_slug=app_slug,
         name=str(definition.get("name") or slug),
         description=str(definition.get("description") or ""),
         enabled=definition.get("enabled", True),
@@ -102,7 +108,7 @@ def flows_apply(spec: Any, *, env: Mapping[str, str], acting_user=None) -> list[
     changes, errors = [], {}
     for slug, definition in spec.items():
         try:
-            flow_spec = _flow_spec(slug, definition, acting_user)
+            flow_spec = flow_spec_from_data(slug, definition, acting_user=acting_user)
             flow, action, changed = flow_save(spec=flow_spec, acting_user=acting_user, actor_label="apply")
             changes.append(Change(action, "flow", slug, [] if action == "create" else changed))
         except ValidationError as exc:
@@ -118,7 +124,9 @@ def _step_export(step) -> dict[str, Any]:
     kind = STEP_KINDS.get(step.kind)
     defaults = {field.name: field.default for field in kind.fields} if kind else {}
     entry.update({name: value for name, value in step.config.items() if defaults.get(name) != value})
-    if step.secret_id:
+    if step.uses_connection:
+        entry["secret"] = APP_CONNECTION
+    elif step.secret_id:
         entry["secret"] = step.secret.name
     for name, value, default in (
         ("max_attempts", step.max_attempts, 1),
@@ -133,22 +141,24 @@ def _step_export(step) -> dict[str, Any]:
 
 
 def flows_export() -> dict[str, Any]:
-    exported = {}
-    for flow in Flow.objects.select_related("error_handler").order_by("pk"):
-        entry: dict[str, Any] = {"name": flow.name}
-        if flow.description:
-            entry["description"] = flow.description
-        if not flow.enabled:
-            entry["enabled"] = False
-        if flow.timeout_seconds != 300:
-            entry["timeout"] = flow.timeout_seconds
-        if flow.concurrency_limit:
-            entry["concurrency_limit"] = flow.concurrency_limit
-        if flow.error_handler:
-            entry["error_handler"] = flow.error_handler.slug
-        entry["steps"] = [_step_export(step) for step in flow.steps.select_related("secret").order_by("position", "id")]
-        triggers = triggers_export(flow)
-        if triggers:
-            entry["triggers"] = triggers
-        exported[flow.slug] = entry
-    return exported
+    """Every flow but the installed apps' (``app export`` writes those, with their app)."""
+    return {flow.slug: flow_export(flow) for flow in Flow.objects.filter(app_slug="").select_related("error_handler").order_by("pk")}
+
+
+def flow_export(flow: Flow) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": flow.name}
+    if flow.description:
+        entry["description"] = flow.description
+    if not flow.enabled:
+        entry["enabled"] = False
+    if flow.timeout_seconds != 300:
+        entry["timeout"] = flow.timeout_seconds
+    if flow.concurrency_limit:
+        entry["concurrency_limit"] = flow.concurrency_limit
+    if flow.error_handler:
+        entry["error_handler"] = flow.error_handler.slug
+    entry["steps"] = [_step_export(step) for step in flow.steps.select_related("secret").order_by("position", "id")]
+    triggers = triggers_export(flow)
+    if triggers:
+        entry["triggers"] = triggers
+    return entry

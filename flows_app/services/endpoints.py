@@ -34,8 +34,11 @@ from flows_app.services.runs import flow_run_start, flow_run_start_once, flow_ru
 from flows_app.triggers import ENDPOINT_AUTH
 from flows_app.triggers.base import Caller, Forbidden, IncomingRequest, Unauthenticated
 from project import jsonsafe
+from secrets_app import api
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+#: Endpoint paths under this prefix belong to installed apps' flows.
+APP_HOOKS = "apps/"
 TEXT_TYPES = ("application/xml", "application/javascript")
 
 
@@ -72,11 +75,37 @@ class IncomingCall:
     read: Callable[[int], bytes]
 
 
-def _trigger(path: str) -> EndpointTrigger:
-    trigger = endpoint_get(path)
+def _trigger(path: str) -> tuple[EndpointTrigger, Any]:
+    """The trigger a call's path names and, for an app's endpoint, the connection it names.
+
+    An app's endpoint is served at ``/hooks/apps/<app>/<connection id>/<path>``: one
+    trigger for every connection of the app; the URL chooses the connection.
+    """
+    trigger_path, connection_id = app_call_target(path)
+    trigger = endpoint_get(trigger_path)
     if trigger is None or not trigger.enabled or not trigger.flow.enabled:
         raise _error(404, "not_found")
-    return trigger
+    connection = None
+    if trigger.flow.app_slug:
+        connection = api.app_connection_get(app_slug=trigger.flow.app_slug, pk=connection_id)
+        if connection is None:
+            raise _error(404, "not_found")
+    return trigger, connection
+
+
+def app_call_target(path: str) -> tuple[str, int | None]:
+    """(trigger path, connection id) of ``apps/<app>/<id>/<path>``; (path, None) otherwise."""
+    if not path.startswith(APP_HOOKS):
+        return path, None
+    parts = path.split("/", 3)
+    if len(parts) < 4 or not parts[2].isdigit():
+        raise _error(404, "not_found")
+    return f"{APP_HOOKS}{parts[1]}/{parts[3]}", int(parts[2])
+
+
+def app_trigger_path(app_slug: str, path: str) -> str:
+    """Where an app's endpoint ``path`` is stored (its URL adds the connection id)."""
+    return f"{APP_HOOKS}{app_slug}/{path}"
 
 
 def _body(trigger: EndpointTrigger, call: IncomingCall) -> bytes:
@@ -164,7 +193,11 @@ def _status_token(run: FlowRun) -> str:
 
 
 def status_url(trigger: EndpointTrigger, run: FlowRun, caller: Caller) -> str:
-    url = f"{settings.BASE_URL}/hooks/{trigger.path}/runs/{run.pk}/"
+    path = trigger.path
+    if run.connection_id:
+        app_slug, rest = path.removeprefix(APP_HOOKS).split("/", 1)
+        path = f"{APP_HOOKS}{app_slug}/{run.connection_id}/{rest}"
+    url = f"{settings.BASE_URL}/hooks/{path}/runs/{run.pk}/"
     return url if caller.identity else f"{url}?token={_status_token(run)}"
 
 
@@ -204,7 +237,7 @@ def _flow_answer(trigger: EndpointTrigger, run: FlowRun) -> Answer:
 def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
     """Authenticate a call to ``/hooks/<path>``, start the flow, and answer."""
     try:
-        trigger = _trigger(path)
+        trigger, connection = _trigger(path)
         allowed = trigger.method_list()
         if call.method not in allowed:
             raise _error(405, "method_not_allowed", {"Allow": ", ".join(allowed)})
@@ -219,6 +252,7 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
             "trigger_detail": f"/hooks/{trigger.path}",
             "endpoint": trigger,
             "caller": _caller_digest(trigger, caller),
+            "connection": connection,
         }
         replayed = False
         if key:
@@ -245,12 +279,14 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
 def endpoint_run_status(*, path: str, run_id: int, call: IncomingCall) -> Answer:
     """The status of a run the trigger started, for the caller who started it."""
     try:
-        trigger = _trigger(path)
+        trigger, connection = _trigger(path)
         request = IncomingRequest(method=call.method, path=path, headers=call.headers, query=call.query, body=b"")
         caller = _authenticate(trigger, request)
     except Refused as refused:
         return refused.answer
-    run = FlowRun.objects.filter(pk=run_id, endpoint=trigger, caller=_caller_digest(trigger, caller)).first()
+    run = FlowRun.objects.filter(
+        pk=run_id, endpoint=trigger, caller=_caller_digest(trigger, caller), connection=connection
+    ).first()
     if run is not None and not caller.identity:
         presented = (call.query.get("token") or [""])[0]
         run = run if hmac.compare_digest(presented.encode(), _status_token(run).encode()) else None

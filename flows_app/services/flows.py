@@ -109,6 +109,7 @@ def flow_changed_fields(flow: Flow, spec: FlowSpec) -> list[str]:
             ("timeout", flow.timeout_seconds, spec.timeout_seconds),
             ("concurrency_limit", flow.concurrency_limit, spec.concurrency_limit),
             ("error_handler", flow.error_handler.slug if flow.error_handler else "", spec.error_handler),
+            ("app_private", flow.app_private, spec.app_private),
         )
         if current != wanted
     ]
@@ -132,6 +133,16 @@ def flow_error_handler_check(*, slug: str, handler_slug: str) -> None:
         raise ValidationError({"error_handler": "A flow cannot handle its own errors; choose another flow, or none."})
 
 
+def flow_slug_check(*, slug: str, app_slug: str) -> None:
+    """``<app>/<flow>`` names an installed app's flow, and only that: the prefix is the app's."""
+    app_part, _, _name = slug.rpartition("/")
+    if app_part != app_slug:
+        message = (
+            f"An app's flow is named {app_slug}/<flow>." if app_slug else "'/' is kept for installed apps' flows (<app>/<flow>)."
+        )
+        raise ValidationError({"slug": message})
+
+
 @transaction.atomic
 def flow_save(
     *, spec: FlowSpec, acting_user=None, actor_label: str = "", flow_id: int | None = None
@@ -142,6 +153,7 @@ def flow_save(
     admin edits a flow by id, and may change its slug).
     """
     flow_error_handler_check(slug=spec.slug, handler_slug=spec.error_handler)
+    flow_slug_check(slug=spec.slug, app_slug=spec.app_slug)
     handler = None
     if spec.error_handler:
         handler = Flow.objects.filter(slug=spec.error_handler).first()
@@ -158,6 +170,7 @@ def flow_save(
     flow_access_check(flow=flow, spec=spec, acting_user=acting_user, handler=handler)
     flow.slug, flow.name, flow.description, flow.enabled = spec.slug, spec.name, spec.description, spec.enabled
     flow.timeout_seconds, flow.concurrency_limit, flow.error_handler = spec.timeout_seconds, spec.concurrency_limit, handler
+    flow.app_slug, flow.app_private = spec.app_slug, spec.app_private
     flow.save()
     if spec.endpoints is not None:
         endpoints_save(flow=flow, specs=spec.endpoints)
@@ -208,8 +221,15 @@ def flow_access_check(*, flow: Flow, spec: FlowSpec, acting_user, handler: Flow 
         raise ValidationError(errors)
 
 
-def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None) -> StepSpec:
-    """Validate one step as written in the ``apply`` file (common keys and the kind's fields)."""
+#: ``secret: connection`` in an app's flow: the connection its run uses.
+APP_CONNECTION = "connection"
+
+
+def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None, in_app: bool = False) -> StepSpec:
+    """Validate one step as written in the ``apply`` file (common keys and the kind's fields).
+
+    ``in_app``: a step of an app's flow, whose only secret is its run's connection.
+    """
     data = dict(data)
     errors: dict[str, list[str]] = {}
 
@@ -231,8 +251,14 @@ def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None) -> StepSpe
     except ValidationError as exc:
         raise ValidationError({**errors, **exc.message_dict}) from None
     secret_name = data.pop("secret", None)
-    secret = None
-    if secret_name is not None:
+    secret, uses_connection = None, False
+    if in_app:
+        uses_connection = secret_name == APP_CONNECTION
+        if secret_name is not None and not uses_connection:
+            errors.setdefault("secret", []).append(
+                f"An app's flows reach only their connection: write 'secret: {APP_CONNECTION}'."
+            )
+    elif secret_name is not None:
         secret = Secret.objects.filter(name=str(secret_name)).first()
         if secret is None:
             errors.setdefault("secret", []).append(f"There is no secret {secret_name!r}.")
@@ -256,7 +282,10 @@ def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None) -> StepSpe
         config = kind_class.clean_config(data)
     except ValidationError as exc:
         collect(exc)
-    for check in (lambda: step_secret_check(kind_class, secret), lambda: step_permission_check(kind_class, acting_user)):
+    checks = [lambda: step_permission_check(kind_class, acting_user)]
+    if not uses_connection:  # the connection's kind is the app's, checked when the app is installed
+        checks.append(lambda: step_secret_check(kind_class, secret))
+    for check in checks:
         try:
             if "secret" not in errors:
                 check()
@@ -264,4 +293,4 @@ def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None) -> StepSpe
             collect(exc)
     if errors:
         raise ValidationError(errors)
-    return StepSpec(key=key, kind=kind_class.slug, config=config, secret=secret, **common)
+    return StepSpec(key=key, kind=kind_class.slug, config=config, secret=secret, uses_connection=uses_connection, **common)

@@ -14,7 +14,7 @@ from flows_app import dispatch, metrics, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.selectors import flow_secret_ids
-from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal
+from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal, run_connection_refusal
 from secrets_app.services.audit import audit_record
 
 #: How long an idempotency key names its first run (a retried call within it gets that run).
@@ -40,15 +40,17 @@ def flow_run_start(
     idempotency_key: str = "",
     caller: str = "",
     enforce_enabled: bool = True,
+    connection=None,
 ) -> FlowRun:
     """Queue a run; its task is sent when the transaction commits (ids only).
 
     ``caller`` is the digest of who called an endpoint (``services.endpoints``).
+    ``connection``: the secret an app's flow runs with (``run_connection_refusal``).
     """
     if enforce_enabled and not flow.enabled:
         raise FlowDisabled(f"Flow {flow.slug!r} is disabled.")
     user = acting_user if getattr(acting_user, "is_authenticated", False) else None
-    if refusal := flow_run_refusal(user, flow):
+    if refusal := _start_refusal(user, flow, connection):
         raise RunNotAllowed(refusal)
     run = FlowRun.objects.create(
         flow=flow,
@@ -58,11 +60,54 @@ def flow_run_start(
         started_by=user,
         endpoint=endpoint,
         idempotency_key=idempotency_key,
-        secret_ids=flow_secret_ids(flow),
+        secret_ids=_run_secret_ids(flow_secret_ids(flow), connection),
         caller=caller,
+        connection=connection,
     )
     # At once when the INSERT committed on its own; after the caller's transaction otherwise.
     transaction.on_commit(lambda: dispatch.enqueue_run(run.pk, 0))
+    return run
+
+
+def _start_refusal(user, flow: Flow, connection) -> str | None:
+    if flow.app_private:
+        return f"Flow {flow.slug!r} is private to the app {flow.app_slug!r}: only the app runs it."
+    return flow_run_refusal(user, flow) or run_connection_refusal(user, flow, connection)
+
+
+def _run_secret_ids(bound: list[int], connection) -> list[int]:
+    """Who may see a run's data: the secrets its flow binds, and the connection it runs with."""
+    return sorted({*bound, connection.pk}) if connection is not None else bound
+
+
+def flow_run_inline(*, flow: Flow, input: Any, connection=None, trigger: str, timeout: float) -> FlowRun:
+    """Run ``flow`` to its end in this process and return the finished run, its ``output`` exact.
+
+    For what the product itself runs and waits for (an app's connection test and OAuth2
+    operations): no queue, no worker, the same engine, redaction and run history.
+    Access is the caller's to check.
+    """
+    from flows_app.engine import Engine
+
+    if refusal := run_connection_refusal(None, flow, connection):
+        raise RunNotAllowed(refusal)
+    engine = Engine()
+    now = timezone.now()
+    run = FlowRun.objects.create(
+        flow=flow,
+        input=input,
+        trigger=trigger,
+        secret_ids=_run_secret_ids(flow_bound_secret_ids(flow), connection),
+        connection=connection,
+        status=FlowRun.Status.RUNNING,
+        started_at=now,
+        lease_owner=engine.owner,
+        lease_expires_at=now + timedelta(seconds=timeout + flow_settings.run_lease_seconds),
+        pickups=1,
+    )
+    output = engine.run_inline(run, timeout=timeout)
+    run.refresh_from_db()
+    run.output = output  # the exact output (the stored one is redacted)
     return run
 
 
@@ -166,7 +211,7 @@ def flow_run_rerun(*, run: FlowRun, acting_user=None) -> FlowRun:
     retried = lambda row: row.status == StepRun.Status.FAILED and row.next_step_key == row.step_key  # noqa: E731
     kept = [row for row in rows[:end] if not retried(row)]
     user = acting_user if getattr(acting_user, "is_authenticated", False) else None
-    if refusal := flow_run_refusal(user, run.flow):
+    if refusal := _start_refusal(user, run.flow, run.connection):
         raise RunNotAllowed(refusal)
     with transaction.atomic():
         new = FlowRun.objects.create(
@@ -177,6 +222,7 @@ def flow_run_rerun(*, run: FlowRun, acting_user=None) -> FlowRun:
             rerun_of=run,
             started_by=user,
             secret_ids=sorted(set(run.secret_ids) | set(flow_bound_secret_ids(run.flow))),
+            connection=run.connection,
         )
         for step_run in kept:  # each still names the step that followed it: the chain resumes there
             step_run.pk, step_run.run = None, new

@@ -34,6 +34,7 @@ class StepSpec:
     kind: str
     config: dict[str, Any]
     secret: Secret | None = None
+    uses_connection: bool = False
     max_attempts: int = 1
     retry_backoff_seconds: float = 1.0
     timeout_seconds: int = 30
@@ -77,6 +78,8 @@ class FlowSpec:
     timeout_seconds: int = 300
     concurrency_limit: int = 0
     error_handler: str = ""  # a flow's slug
+    app_slug: str = ""  # an installed app's flow: its slug is "<app_slug>/<name>"
+    app_private: bool = False
     steps: list[StepSpec] = field(default_factory=list)
     #: None: leave the flow's triggers as they are (a file without a ``triggers`` key).
     endpoints: list[EndpointSpec] | None = None

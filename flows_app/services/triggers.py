@@ -97,6 +97,9 @@ def endpoints_save(*, flow: Flow, specs: Iterable[EndpointSpec]) -> bool:
     """Make the flow's endpoints exactly ``specs`` (matched by path). True if anything changed."""
     specs = list(specs)
     wanted = {spec.path: spec for spec in specs}
+    for path in wanted:  # apps/<app>/… is the app's, and an app's endpoints are nowhere else
+        if path.startswith("apps/") != bool(flow.app_slug) or not path.startswith(f"apps/{flow.app_slug}/" if flow.app_slug else ""):
+            raise ValidationError({"triggers": f"The path {path!r}: 'apps/<app>/' is kept for installed apps' endpoints."})
     taken = EndpointTrigger.objects.filter(path__in=wanted).exclude(flow=flow).values_list("path", flat=True).first()
     if taken:
         raise ValidationError({"triggers": f"The path {taken!r} belongs to another flow's endpoint."})

@@ -46,6 +46,7 @@ class ProbeResult:
     ok: bool
     summary: str
     excerpt: str = ""
+    identity: str = ""  # the account it found, when it can tell
 
 
 class HeaderAuth(requests.auth.AuthBase):
@@ -166,6 +167,14 @@ class SecretKind:
 
     def probe(self) -> ProbeResult:
         raise self.refuse("it has nothing to test")
+
+    def identity(self) -> str:
+        """The account this secret stands for: set when it is connected or tested."""
+        return self.secret.identity
+
+    def token_data(self) -> dict[str, Any]:
+        """Non-secret details a provider returned with the tokens; none for most kinds."""
+        return {}
 
     def http_probe(self, url: str | None) -> ProbeResult:
         """GET ``url`` with this secret's authentication and report what came back."""

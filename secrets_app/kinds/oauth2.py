@@ -38,6 +38,8 @@ LOCAL_DEVELOPMENT_HINT = (
     "For a provider on this machine during development, start with FLOWGATE_LOCAL_DEVELOPMENT on "
     "(./scripts/run does, with DEBUG on)."
 )
+#: OAuth2 operations an app may replace with one of its flows (``secrets_app.oauth2.operations``).
+OPERATIONS = ("authorize_url", "exchange", "refresh")
 #: Authorization request parameters we set ourselves; extra parameters cannot replace them.
 RESERVED_PARAMETERS = frozenset(
     {"response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method"}
@@ -149,6 +151,22 @@ class OAuth2(SecretKind):
             help_text="Set by discovery when the provider supports RFC 9207.",
         ),
         Field(
+            "redirect_uri",
+            "Redirect URI",
+            type="url",
+            required=False,
+            help_text="Blank: this secret's own (shown above). An installed app sets one for all its connections.",
+        ),
+        Field(
+            "operations",
+            "Operations as flows",
+            type="mapping",
+            required=False,
+            separator="=",
+            help_text="One 'operation=flow slug' per line (authorize_url, exchange, refresh): a flow that does it "
+            "instead of the standard request. Installed apps set these.",
+        ),
+        Field(
             "hooks",
             "Provider hooks",
             required=False,
@@ -192,6 +210,8 @@ class OAuth2(SecretKind):
             errors["client_auth"] = "The client credentials grant needs a client secret."
         if config["client_auth"] == "none" and not config.get("pkce"):
             errors["pkce"] = "A public client (client authentication 'none') must use PKCE."
+        if unknown := sorted(set(config.get("operations", {})) - set(OPERATIONS)):
+            errors["operations"] = f"Unknown operation(s): {', '.join(unknown)}; use {', '.join(OPERATIONS)}."
         reserved = sorted(RESERVED_PARAMETERS & set(config.get("extra_authorize_params", {})))
         if reserved:
             errors["extra_authorize_params"] = f"Set by Flowgate, not here: {', '.join(reserved)}."
@@ -242,3 +262,13 @@ class OAuth2(SecretKind):
 
     def probe(self):
         return self.http_probe(self.value("test_url"))
+
+    def identity(self) -> str:
+        from secrets_app.oauth2.tokens import connection_for
+
+        return connection_for(self.secret).identity
+
+    def token_data(self) -> dict[str, Any]:
+        from secrets_app.oauth2.tokens import connection_for
+
+        return dict(connection_for(self.secret).provider_data)

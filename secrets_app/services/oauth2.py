@@ -40,8 +40,16 @@ def _hash(value: str) -> str:
 
 
 def oauth2_redirect_uri(*, secret: Secret) -> str:
-    """The URI to register at the provider: built from BASE_URL, right behind a proxy."""
-    return f"{vault_settings.base_url}/oauth/{secret.name}/callback/"
+    """The URI to register at the provider: its own (an app's, shared by its connections),
+    or one built from BASE_URL and the secret's name."""
+    return secret.config.get("redirect_uri") or f"{vault_settings.base_url}/oauth/{secret.name}/callback/"
+
+
+def oauth2_authorization_secret(*, state: str) -> Secret | None:
+    """The secret an authorization attempt was started for (a shared redirect URI's callback
+    learns it from ``state``); None for an unknown state. Checks happen on completion."""
+    attempt = OAuth2AuthorizationRequest.objects.select_related("secret").filter(state_hash=_hash(state)).first()
+    return attempt.secret if attempt is not None else None
 
 
 def oauth2_secret_get(*, name: str) -> Secret:

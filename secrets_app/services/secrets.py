@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -61,8 +61,10 @@ def secret_create(
     description: str = "",
     acting_user=None,
     actor_label: str = "",
+    app_slug: str = "",
 ) -> Secret:
-    """Validate and store a new secret. Raises ValidationError keyed by field."""
+    """Validate and store a new secret (``app_slug``: a connection of that installed app).
+    Raises ValidationError keyed by field."""
     kind_class = secret_kind_get(kind)
     name = _validate_name(name)
     if Secret.objects.filter(name=name).exists():
@@ -77,6 +79,7 @@ def secret_create(
         created_by=_user(acting_user),
         updated_by=_user(acting_user),
         owner=_user(acting_user),
+        app_slug=app_slug,
     )
     if kind == "oauth2":
         # The connections manager lists connections: one never connected shows there as
@@ -186,17 +189,20 @@ def secret_delete(*, secret: Secret, acting_user=None, force: bool = False) -> l
     return warnings
 
 
-def secret_probe(*, secret: Secret, acting_user=None) -> ProbeResult:
-    """Run the kind's "Test" and record the outcome as the secret's status."""
+def secret_probe(*, secret: Secret, acting_user=None, probe: Callable[[], ProbeResult] | None = None) -> ProbeResult:
+    """Run "Test" (the kind's, or ``probe``: an app's test flow) and record the outcome as
+    the secret's status, and the account it found as its identity."""
     access.require_manage(acting_user, secret)
     try:
-        result = secret.handler.probe()
+        result = (probe or secret.handler.probe)()
     except (ProbeFailed, VaultError) as exc:
         result = ProbeResult(ok=False, summary=str(exc))
+    found = {"identity": result.identity[:255]} if result.identity else {}
     Secret.objects.filter(pk=secret.pk).update(
         status=Secret.Status.OK if result.ok else Secret.Status.FAILING,
         status_detail=result.summary[:300],
         last_tested_at=timezone.now(),
+        **found,
     )
     audit_record(
         acting_user=acting_user,
