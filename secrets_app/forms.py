@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.html import format_html
 
 from project.declarative import Field, parse_mapping_lines
 from secrets_app.kinds.base import CleanedSecret, SecretKind
@@ -21,6 +22,32 @@ class WriteOnlyTextarea(forms.Textarea):
 
     def format_value(self, value):
         return ""
+
+
+class NotedSelect(forms.Select):
+    """A select whose choices carry notes: the chosen one's is shown under it, and the
+    change form's script swaps it as the choice changes (``data-note`` on each option)."""
+
+    def __init__(self, notes: dict[str, str], attrs=None, choices=()):
+        super().__init__(attrs, choices)
+        self.notes = notes
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        if self.notes.get(value):
+            option["attrs"]["data-note"] = self.notes[value]
+        return option
+
+    def render(self, name, value, attrs=None, renderer=None):
+        select = super().render(name, value, attrs, renderer)
+        field_id = (attrs or {}).get("id", f"id_{name}")
+        return format_html(
+            '{}<div class="help choice-note" id="{}_note" data-note-for="{}">{}</div>',
+            select,
+            field_id,
+            field_id,
+            self.notes.get(str(value or ""), ""),
+        )
 
 
 def _form_field(field: Field, stored_secret: bool, stored_names: list[str]) -> forms.Field:
@@ -64,6 +91,8 @@ class SecretForm(forms.ModelForm):
                 self.initial[field.name] = field.form_initial(instance.config[field.name])
             elif not field.secret and field.default is not None:
                 self.initial.setdefault(field.name, field.default)
+        for name, notes in self.kind_class.choice_notes().items():
+            self.fields[name].widget = NotedSelect(notes, choices=self.fields[name].choices)
         self.cleaned_secret: CleanedSecret | None = None
 
     def previous(self) -> CleanedSecret | None:

@@ -132,6 +132,12 @@ class SecretKind:
         return []
 
     @classmethod
+    def choice_notes(cls) -> dict[str, dict[str, str]]:
+        """Notes on the choices of choice fields, shown on the form under the field for the
+        choice made: ``{field name: {choice: note}}``."""
+        return {}
+
+    @classmethod
     def exportable_config(cls, config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """The config ``export`` writes: what ``clean`` derives by itself is left out."""
         return config

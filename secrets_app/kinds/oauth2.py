@@ -228,6 +228,15 @@ class OAuth2(SecretKind):
                 pass  # does not resolve from here now; using it will say so
         return warnings
 
+    @classmethod
+    def choice_notes(cls) -> dict[str, dict[str, str]]:
+        """A preset's caveats (which scope brings a refresh token, why Test cannot work)."""
+        notes = {}
+        for slug, preset in presets().items():
+            untestable = preset.get("no_test_url")
+            notes[slug] = f"{preset['notes']} No test URL: {untestable}" if untestable else preset["notes"]
+        return {"preset": notes}
+
     def auth(self):
         return OAuth2BearerAuth(self.secret)
 

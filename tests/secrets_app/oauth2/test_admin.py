@@ -1,5 +1,6 @@
 """The OAuth2 pages of the admin: redirect URI, manage tokens, connections manager."""
 
+import re
 from datetime import timedelta
 from html import unescape
 
@@ -228,3 +229,20 @@ def test_a_person_connects_an_account_from_the_admin(oauth2_secret, owner, provi
     assert page.inner_text("#oauth2-access-token") == "present"
     assert page.inner_text("#oauth2-refresh-token") == "present"
     screenshot(page, "oauth2-connected", walkthrough=True)
+
+
+def test_the_add_form_shows_the_chosen_presets_notes(admin_client):
+    page = admin_client.get(reverse("admin:secrets_app_secret_add") + "?kind=oauth2&preset=x").content.decode()
+    note = re.search(r'<div class="help choice-note" id="id_preset_note" data-note-for="id_preset">([^<]*)</div>', page)
+    assert note and "offline.access" in unescape(note.group(1))
+
+
+def test_a_person_choosing_a_preset_reads_its_notes(owner, provider, page):
+    admin_login(page, provider.url, OWNER["username"], OWNER["password"])
+    page.goto(f"{provider.url}{reverse('admin:secrets_app_secret_add')}?kind=oauth2")
+    assert page.inner_text("#id_preset_note") == ""
+    page.select_option("#id_preset", "google")
+    assert "access_type=offline" in page.inner_text("#id_preset_note")
+    page.select_option("#id_preset", "notion")
+    assert "No test URL: Every API call needs a Notion-Version header" in page.inner_text("#id_preset_note")
+    screenshot(page, "oauth2-preset-notes")
