@@ -15,6 +15,7 @@ from django.utils.html import format_html
 from project.declarative import Field, parse_mapping_lines
 from secrets_app.kinds.base import CleanedSecret, SecretKind
 from secrets_app.models import Secret
+from secrets_app.selectors import secret_rename_consequences
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -74,6 +75,8 @@ class SecretForm(forms.ModelForm):
     """Base of the per-kind forms; ``secret_form_for`` declares the kind's fields on it."""
 
     kind_class: type[SecretKind]
+    #: Shown with the list of consequences when a rename needs confirming (not a fieldset field).
+    confirm_rename = forms.BooleanField(required=False, label="I understand; rename anyway.")
 
     class Meta:
         model = Secret
@@ -94,6 +97,7 @@ class SecretForm(forms.ModelForm):
         for name, notes in self.kind_class.choice_notes().items():
             self.fields[name].widget = NotedSelect(notes, choices=self.fields[name].choices)
         self.cleaned_secret: CleanedSecret | None = None
+        self.rename_consequences: list[str] = []
 
     def previous(self) -> CleanedSecret | None:
         if not self.instance.pk:
@@ -122,6 +126,7 @@ class SecretForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        self._confirm_rename(cleaned)
         previous = self.previous()
         try:
             self.cleaned_secret = self.kind_class.clean(self._kind_input(previous), previous)
@@ -129,6 +134,15 @@ class SecretForm(forms.ModelForm):
             for field, messages in exc.message_dict.items():
                 self.add_error(field if field in self.fields else None, messages)
         return cleaned
+
+    def _confirm_rename(self, cleaned: dict) -> None:
+        """A rename that breaks or changes something else is saved only once confirmed."""
+        name = cleaned.get("name")
+        if not self.instance.pk or not name or cleaned.get("confirm_rename"):
+            return
+        self.rename_consequences = secret_rename_consequences(secret=self.instance, name=name)
+        if self.rename_consequences:
+            self.add_error("name", f"Renaming to {name!r} changes what is listed above; confirm it there.")
 
     def save_warnings(self) -> list[str]:
         """What a kind notices about valid input that will not work here (OAuth2 endpoints

@@ -156,6 +156,11 @@ class SecretKind:
             raise self.refuse(f"it has no field {field!r}")
         return self.value(field), declared[field].secret
 
+    def rename_consequences(self, new_name: str) -> list[str]:
+        """What renaming this secret to ``new_name`` changes besides its name, for the
+        user to confirm first (``selectors.secret_rename_consequences``)."""
+        return []
+
     def secret_strings(self) -> set[str]:
         """Every string that must never appear in stored output or logs."""
         return {value for value in _leaf_strings(self.secret.values)}

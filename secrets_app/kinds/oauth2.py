@@ -240,6 +240,16 @@ class OAuth2(SecretKind):
     def auth(self):
         return OAuth2BearerAuth(self.secret)
 
+    def rename_consequences(self, new_name: str) -> list[str]:
+        from secrets_app.models import Secret
+        from secrets_app.services.oauth2 import oauth2_redirect_uri
+
+        old, new = oauth2_redirect_uri(secret=self.secret), oauth2_redirect_uri(secret=Secret(name=new_name))
+        return [
+            f"Its redirect URI changes from {old} to {new}: register the new one at the provider before "
+            "connecting again (the stored tokens keep working)."
+        ]
+
     def secret_strings(self) -> set[str]:
         from secrets_app.models import OAuth2Connection
 
