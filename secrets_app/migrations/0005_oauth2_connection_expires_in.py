@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('secrets_app', '0003_access'),
+        ('secrets_app', '0004_app_connections'),
     ]
 
     operations = [
