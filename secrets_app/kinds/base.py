@@ -20,8 +20,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -108,6 +107,7 @@ class SecretKind:
     fields: ClassVar[tuple[Field, ...]] = ()
     #: Whether "Test" means something for this kind (a probe URL, a connection).
     testable: ClassVar[bool] = False
+    #: What the admin offers for its secrets besides editing and testing them.
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: Templates show kind classes; they must not try to instantiate them.
     do_not_call_in_templates = True
