@@ -10,7 +10,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from flows_app import dispatch, metrics, notify
+from flows_app import dispatch, fanout, metrics, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.selectors import flow_secret_ids
@@ -206,7 +206,7 @@ def flow_runs_recover() -> int:
         .values_list("pk", flat=True)[:1000]
     )
     dispatch.runs_send_again(stalled)
-    return len(stalled)
+    return len(stalled) + fanout.items_recover()
 
 
 def flow_runs_prune(*, older_than_days: int | None = None) -> int:
