@@ -230,8 +230,8 @@ class StepForm(KindConfigForm):
             kind_class, cleaned.get("for_each", ""), cleaned.get("for_each_concurrency"), cleaned.get("for_each_errors")
         )
         for name, messages in fan_out.items():
-            for message in messages:
-                self.add_error(name if name in cleaned else None, f"{self.label()}: {message}")
+            for message in messages if name in cleaned else ():  # else the field's own check said why
+                self.add_error(name, f"{self.label()}: {message}")
         return cleaned
 
 
