@@ -23,6 +23,9 @@ retried up to its ``max_attempts`` with exponential backoff and jitter, honourin
 schedule the task again, freeing the worker. A called flow always waits in place, inside
 its caller's task.
 
+Fan-out. A step with ``for_each`` runs once per item across workers (``flows_app.fanout``):
+the run parks (``waiting``) while its items run and is sent again when they are done.
+
 Redaction. Every secret value the run touches is registered in its ``Redactor`` and
 masked in what is stored: step inputs, outputs, errors, logs, the run's output.
 """

@@ -191,7 +191,7 @@ def flow_runs_recover() -> int:
     lease expired since it was last sent (its worker died), and a queued or due waiting run
     last sent longer ago than FLOWGATE_RUN_RESEND_AFTER_SECONDS (a lost message; within
     that window the broker may still deliver it, and a second one would only add to a
-    backlog)."""
+    backlog). Then the same for ``for_each`` items (``fanout.items_recover``)."""
     now = timezone.now()
     window = now - timedelta(seconds=flow_settings.run_resend_after_seconds)
     sent_long_ago = Q(last_sent__lt=window)
