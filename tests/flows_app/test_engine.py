@@ -371,3 +371,32 @@ def test_an_answer_from_the_last_step_is_written_with_the_runs_end(db):
     assert steps_of(run) == [("t", "succeeded", 1), ("reply", "succeeded", 1)]
     writes = [query["sql"].split()[0] for query in queries.captured_queries if query["sql"].split()[0] in ("INSERT", "UPDATE")]
     assert writes[1:] == ["INSERT", "UPDATE"]  # after the claim: the checkpoints, then the end with the answer
+
+
+
+@pytest.mark.parametrize(
+    "steps, statements",
+    [
+        # the claim, the flow with its owner, the steps, the bindings; both pure checkpoints in one
+        # INSERT; the end
+        ([{"key": "t", "kind": "transform", "value": {"n": "{{ trigger.n }}"}}, {"key": "reply", "kind": "respond", "body": "{{ steps.t }}"}], 6),
+        # the same, with the secret's use recorded and the HTTP step checkpointed as soon as it ran
+        ([{"key": "me", "kind": "http_request", "url": "{{ trigger.url }}", "secret": "crm"}, {"key": "t", "kind": "transform", "value": "{{ steps.me.status }}"}], 8),
+    ],
+    ids=["pure", "http-then-pure"],
+)
+def test_a_two_step_run_issues_no_more_statements_than_before_the_engine_was_split(db, local_server, steps, statements):
+    """The counts were measured on the engine before ``runtime``/``runs`` were split out of it."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from flows_app.engine import Engine
+    from secrets_app.services.secrets import secret_create
+
+    secret = secret_create(name="crm", kind="api_token", data={"token": "crm-token-4410"})
+    flow = make_flow("two-steps", steps)
+    queued = FlowRun.objects.create(flow=flow, input={"n": 7, "url": f"{local_server.url}/me"}, secret_ids=[secret.pk])
+    with CaptureQueriesContext(connection) as queries:
+        Engine().execute(queued.pk)
+    assert FlowRun.objects.get(pk=queued.pk).status == "succeeded"
+    assert len(queries.captured_queries) <= statements, "\n".join(query["sql"][:120] for query in queries.captured_queries)
