@@ -5,6 +5,9 @@ sent again (its worker died, its message was lost, or a concurrency slot of its 
 free) goes to the housekeeping queue, which every worker consumes besides the main one,
 so a backlog cannot delay it; the run records when (``FlowRun.dispatched_at``), which
 keeps recovery from sending it again while that message can still arrive.
+
+Tasks are sent by their registered name: this module imports no task module, so the import
+graph points one way (tasks -> services -> engine -> run store -> dispatch).
 """
 
 from __future__ import annotations
@@ -14,31 +17,34 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from flows_app.models import FlowRun
-from project.celery import housekeeping_queue
+from project.celery import app, housekeeping_queue
+
+RUN_EXECUTE = "flows_app.tasks.flow_run_execute"
+ITEMS_EXECUTE = "flows_app.tasks.flow_run_items_execute"
+ERROR_HANDLER_START = "flows_app.tasks.flow_run_error_handler_start"
 
 
 def enqueue_run(run_id: int, countdown: float = 0) -> None:
     """Send the run's task, to run after ``countdown`` seconds."""
-    from flows_app.tasks import flow_run_execute  # the task module imports the engine, which imports this one
-
-    flow_run_execute.apply_async(args=[run_id], countdown=countdown if countdown > 0 else None)
+    app.tasks[RUN_EXECUTE].apply_async(args=[run_id], countdown=countdown if countdown > 0 else None)
 
 
 def runs_send_again(run_ids: Iterable[int]) -> None:
     """Send these runs' tasks again, on the housekeeping queue, and record when."""
-    from flows_app.tasks import flow_run_execute
-
     run_ids = list(run_ids)
     FlowRun.objects.filter(pk__in=run_ids).update(dispatched_at=timezone.now())
     for run_id in run_ids:
-        flow_run_execute.apply_async(args=[run_id], queue=housekeeping_queue())
+        app.tasks[RUN_EXECUTE].apply_async(args=[run_id], queue=housekeeping_queue())
 
 
 def enqueue_item_lanes(run_id: int, step_key: str, count: int, *, again: bool = False) -> None:
     """Send ``count`` tasks that run the items of the run's ``for_each`` step (``flows_app.fanout``);
     ``again`` (a lane died) on the housekeeping queue."""
-    from flows_app.tasks import flow_run_items_execute
-
     queue = {"queue": housekeeping_queue()} if again else {}
     for _ in range(count):
-        flow_run_items_execute.apply_async(args=[run_id, step_key], **queue)
+        app.tasks[ITEMS_EXECUTE].apply_async(args=[run_id, step_key], **queue)
+
+
+def error_handler_start(run_id: int) -> None:
+    """Send the task that starts the error handler of the failed run's flow."""
+    app.tasks[ERROR_HANDLER_START].delay(run_id)

@@ -1,33 +1,43 @@
-"""Runs a flow: steps in order, checkpoints, retries, timeouts, cancellation.
+"""Runs a flow: the loop that asks the interpreter what now, runs steps, and tells the run store.
 
 One Celery task per run (``flows_app.tasks.flow_run_execute``) calls ``Engine.execute``.
+Three parts, each in its own module:
+
+- ``flows_app.runtime`` decides (pure): which step runs next, retry in place or park, how
+  each outcome is checkpointed, when the run ends and why;
+- ``flows_app.runs`` writes (the run store): claim, checkpoints, park, respond, finish,
+  concurrency slots;
+- this module executes: it reads the run's steps and checkpoints, sets up the vault and the
+  run's connection (``run_data``), renders and executes each step kind (a ``for_each`` step
+  through ``flows_app.fanout``), and keeps the heartbeat.
 
 Claiming. A run is taken with one compare-and-set ``UPDATE`` that gives this worker a
-lease (``lease_owner``, ``lease_expires_at``); a heartbeat thread extends it while the
-run executes and watches for cancellation. A worker killed mid-run stops extending its
-lease; once it expires, the recovery job (beat, and every worker at start) hands the
-run out again and the next worker continues after the last checkpoint. A run taken up
-more than ``FLOWGATE_RUN_MAX_PICKUPS`` times fails with the reason, so no run stays
-"running" forever. Duplicate task deliveries are harmless: only one claim succeeds.
+lease; a heartbeat thread extends it while the run executes and watches for cancellation.
+A worker killed mid-run stops extending its lease; once it expires, the recovery job hands
+the run out again and the next worker continues after the last checkpoint. A run taken up
+more than ``FLOWGATE_RUN_MAX_PICKUPS`` times fails with the reason.
 
 Checkpoints. Every executed step leaves a ``StepRun`` naming the step that comes next.
-Steps with effects outside the run (HTTP, SQL, scripts, called flows) are written as
-soon as they finish; pure steps (transform, condition, respond, jwt) are written in one
+Steps with effects outside the run (HTTP, SQL, scripts, called flows, fan-outs) are written
+as soon as they finish; pure steps (transform, condition, respond, jwt) are written in one
 batch with the next effectful step or at the end, since after a crash they are simply
-computed again. So a step in flight when a worker dies runs again (at least once), and
-no finished effectful step runs twice.
+computed again. So a step in flight when a worker dies runs again (at least once), and no
+finished effectful step runs twice.
 
-Retries. A step failing with a transient error (timeout, connection, 5xx, 429) is
-retried up to its ``max_attempts`` with exponential backoff and jitter, honouring
-``Retry-After``. Short waits happen in place; longer ones park the run (``waiting``) and
-schedule the task again, freeing the worker. A called flow always waits in place, inside
-its caller's task.
+Retries. A step failing with a transient error (timeout, connection, 5xx, 429) is retried
+up to its ``max_attempts`` with the product's backoff, honouring ``Retry-After``. Short
+waits happen in place; longer ones park the run (``waiting``) and schedule the task again,
+freeing the worker. A called flow always waits in place, inside its caller's task.
 
 Fan-out. A step with ``for_each`` runs once per item across workers (``flows_app.fanout``):
 the run parks (``waiting``) while its items run and is sent again when they are done.
 
 Redaction. Every secret value the run touches is registered in its ``Redactor`` and
 masked in what is stored: step inputs, outputs, errors, logs, the run's output.
+
+Imports point down: tasks and ``flows_app.services.runs`` import this module; it imports
+the interpreter, the run store, ``fanout``, the step kinds and ``secrets_app.api``, none of
+which imports it (``fanout`` and the step kinds name ``Engine`` for type checking only).
 """
 
 from __future__ import annotations
@@ -40,18 +50,15 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
 from django.utils import timezone
 
-from flows_app import fanout, metrics, notify, stored
+from flows_app import fanout, metrics, runs, runtime, stored
 from flows_app.app_settings import flow_settings
-from flows_app.dispatch import enqueue_run
 from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secrets, flow_run_refusal
 from flows_app.steps import STEP_KINDS
-from flows_app.steps.base import STOP, StepContext, StepError, StepResult
+from flows_app.steps.base import StepContext, StepError
 from flows_app.stored import jsonable, restore
-from project.backoff import retry_delay
 from project.heartbeat import Heartbeat
 from secrets_app.api import Vault
 from secrets_app.exceptions import VaultError
@@ -60,7 +67,6 @@ from secrets_app.redaction import Redactor
 logger = logging.getLogger(__name__)
 
 MAX_CALL_DEPTH = 5
-INLINE_RETRY_SECONDS = 2.0
 
 
 class SecretsInTemplates:
@@ -146,11 +152,11 @@ class Engine:
     def __init__(self):
         self.owner = uuid.uuid4().hex
 
-    # -- claiming -------------------------------------------------------------------
+    # -- running --------------------------------------------------------------------
 
     def execute(self, run_id: int) -> None:
         """Run (or continue) ``run_id`` if it can be taken now; otherwise do nothing."""
-        run = self._claim(run_id)
+        run = runs.claim(run_id, self.owner)
         if run is None:
             return
         with _Heartbeat(run.pk, self.owner) as heartbeat:
@@ -160,132 +166,34 @@ class Engine:
         """Run ``run`` (created RUNNING under this engine's lease) here and now; its output."""
         return self._run(run, heartbeat=None, timeout=timeout)
 
-    def _claim(self, run_id: int) -> FlowRun | None:
-        now = timezone.now()
-        lease = now + timedelta(seconds=flow_settings.run_lease_seconds)
-        # The common case in one statement: a run free to take, with none of the rules below.
-        run = self._take(run_id, now, lease, plain=True)
-        if run is None:
-            return self._claim_otherwise(run_id, now, lease)
-        run.flow = Flow.objects.select_related("owner").get(pk=run.flow_id)
-        return run
-
-    def _claim_otherwise(self, run_id: int, now: datetime, lease: datetime) -> FlowRun | None:
-        """A run the one-statement claim left: held, not due, cancelled, or under a rule."""
-        run = FlowRun.objects.select_related("flow", "flow__owner").filter(pk=run_id).first()
-        if run is None or run.finished:
-            return None
-        held = run.status == FlowRun.Status.RUNNING and run.lease_expires_at and run.lease_expires_at > now
-        if held:
-            return None
-        if run.not_before and run.not_before > now:
-            enqueue_run(run.pk, (run.not_before - now).total_seconds())
-            return None
-        if run.cancel_requested:
-            self._finish(run, FlowRun.Status.CANCELLED, error="Cancelled before it ran.", lease_check=False)
-            return None
-        if run.parent_run_id and run.status == FlowRun.Status.RUNNING:
-            # A called flow runs inside its caller's worker; when that worker died, the
-            # caller resumes and calls the flow again, so this copy must not go on alone.
-            self._finish(
-                run, FlowRun.Status.FAILED, error="The calling run's worker stopped during this run.", lease_check=False
-            )
-            return None
-        if run.status == FlowRun.Status.RUNNING and run.pickups >= flow_settings.run_max_pickups:
-            in_flight = self._next_step_key(run, list(run.flow.steps.values_list("key", flat=True)))
-            self._finish(
-                run,
-                FlowRun.Status.FAILED,
-                error=f"The worker running this flow stopped {run.pickups} times (killed or crashed) "
-                f"during step {in_flight!r}; it was not taken up again.",
-                lease_check=False,
-            )
-            return None
-        if not run.flow.concurrency_limit:
-            taken = self._take(run_id, now, lease)  # the compare-and-set alone: no transaction to open
-        else:
-            with transaction.atomic():
-                Flow.objects.select_for_update().filter(pk=run.flow_id).first()  # one claim per flow at a time
-                running = FlowRun.objects.holding_slots(run.flow_id, now).exclude(pk=run.pk).count()
-                if running >= run.flow.concurrency_limit:
-                    # It waits without a message: flow_run_after_finish sends it when a slot
-                    # frees (recovery, should that message be lost).
-                    return None
-                taken = self._take(run_id, now, lease)
-        if taken is not None:
-            taken.flow = run.flow  # read above, with its owner
-        return taken
-
-    def _take(self, run_id: int, now: datetime, lease: datetime, *, plain: bool = False) -> FlowRun | None:
-        """The compare-and-set that gives this worker the run: the run as written, or None.
-
-        ``plain`` takes it only when no rule of ``_claim_otherwise`` applies to it. One
-        ``UPDATE … RETURNING`` (PostgreSQL; SQLite from 3.35) instead of a read and a write.
-        """
-        quote, moment = connection.ops.quote_name, connection.ops.adapt_datetimefield_value
-        status = FlowRun.Status
-        params: list[Any] = [status.RUNNING, self.owner, moment(lease), moment(now), run_id]
-        params += [status.QUEUED, status.WAITING, status.RUNNING, moment(now)]
-        rules = ""
-        if plain:
-            rules = (
-                " AND NOT cancel_requested AND (not_before IS NULL OR not_before <= %s)"
-                " AND (status <> %s OR (parent_run_id IS NULL AND pickups < %s))"
-                f" AND flow_id IN (SELECT id FROM {quote(Flow._meta.db_table)} WHERE concurrency_limit = 0)"
-            )
-            params += [moment(now), status.RUNNING, flow_settings.run_max_pickups]
-        columns = ", ".join(quote(field.column) for field in FlowRun._meta.concrete_fields)
-        sql = (
-            f"UPDATE {quote(FlowRun._meta.db_table)} SET status = %s, lease_owner = %s, lease_expires_at = %s,"
-            " pickups = pickups + 1, started_at = COALESCE(started_at, %s), not_before = NULL"
-            " WHERE id = %s AND (status IN (%s, %s) OR (status = %s AND lease_expires_at < %s))"
-            f"{rules} RETURNING {columns}"
-        )
-        return next(iter(FlowRun.objects.raw(sql, params)), None)
-
-    # -- running --------------------------------------------------------------------
-
-    @staticmethod
-    def _next_step_key(run: FlowRun, order: list[str]) -> str:
-        last = run.step_runs.order_by("-id").first()
-        if last is None:
-            return order[0] if order else ""
-        return last.next_step_key
-
     def _run(self, run: FlowRun, *, heartbeat: _Heartbeat | None, redactor: Redactor | None = None, timeout: float | None = None) -> Any:
         flow = run.flow
         steps = list(flow.steps.select_related("secret").order_by("position", "id"))
         by_key = {step.key: step for step in steps}
-        order = [step.key for step in steps]
         redactor = redactor if redactor is not None else Redactor()
         data, vault, bindings = self.run_data(run, redactor)
-        # A run taken up for the first time has no checkpoints, unless it re-runs another.
-        first_pickup = run.pickups == 1 and not run.rerun_of_id
-        history = [] if first_pickup else list(run.step_runs.order_by("id"))
-        attempts = restore(history, data, redactor)
-        next_key = history[-1].next_step_key if history else (order[0] if order else "")
+        written = runs.history(run)
+        restore(written, data, redactor)
+        history = [
+            runtime.Checkpoint(row.step_key, row.status == StepRun.Status.SUCCEEDED, row.attempt, row.next_step_key)
+            for row in written
+        ]
         flow_seconds = flow.timeout_seconds if timeout is None else min(flow.timeout_seconds, timeout)
+        plan = runtime.Plan(
+            steps=tuple(_step_plan(step) for step in steps),
+            timeout_seconds=flow_seconds,
+            max_retry_delay=flow_settings.max_retry_delay_seconds,
+            called=bool(run.parent_run_id),
+        )
         deadline = (run.started_at or timezone.now()) + timedelta(seconds=flow_seconds)
-        pending: list[StepRun] = []
-        last_output: Any = history[-1].output if history else None
+        checkpoints = runs.Checkpoints(redactor)
+        last_output: Any = written[-1].output if written else None
         response: dict[str, Any] | None = None  # a last step's answer, written with the run's end
 
-        def flush():
-            for record in pending:
-                record.input = stored.capped(redactor.data(record.input))
-                record.output, record.raw_output = stored.kept(record.output, redactor)
-                record.error = redactor.text(record.error)
-                record.logs = redactor.text(record.logs)
-            if len(pending) == 1:
-                pending[0].save()  # one INSERT that commits on its own; bulk_create opens a transaction
-            else:
-                StepRun.objects.bulk_create(pending)
-            pending.clear()
-
         def finish(status: str, error: str = "") -> Any:
-            flush()
-            self._finish(
-                run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
+            checkpoints.write()
+            runs.finish(
+                run, self.owner, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
             )
             return last_output
 
@@ -293,112 +201,102 @@ class Engine:
             vault.admit_all(bindings)  # a withdrawn grant fails the run before its first step
         except VaultError as exc:
             return finish(FlowRun.Status.FAILED, str(exc))
-        lost = stored.lost_checkpoint_reason(history)
+        lost = stored.lost_checkpoint_reason(written)
         if lost:
             return finish(FlowRun.Status.FAILED, lost)
 
-        while next_key:
-            if heartbeat is not None and (heartbeat.cancelled.is_set() or heartbeat.lost.is_set()):
-                if heartbeat.lost.is_set():
-                    flush()
-                    return None  # another worker owns the run now
-                return finish(FlowRun.Status.CANCELLED, "Cancelled while running.")
-            step = by_key.get(next_key)
-            if step is None:
-                return finish(FlowRun.Status.FAILED, f"The flow has no step {next_key!r} to go to.")
+        outcome: runtime.Succeeded | runtime.Failed | None = None  # of the step that just ran
+        record: StepRun | None = None  # its step run
+        answer: dict[str, Any] | None = None  # its answer to the caller
+        while True:
             remaining = (deadline - timezone.now()).total_seconds()
-            if remaining <= 0:
-                return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
-            kind = STEP_KINDS.get(step.kind)
-            effectful = kind is None or not kind.pure or bool(step.for_each)  # a fan-out's items read the history
-            if pending and effectful:
-                flush()  # the history shows what ran before a step that may take a while
-            attempt = attempts.get(step.key, 0) + 1
-            started = timezone.now()
-            rendered: dict[str, Any] = {}
-            try:
-                if kind is None:
-                    raise StepError(f"Unknown step kind {step.kind!r}.")
-                if step.for_each:
-                    rendered = {"for_each": step.for_each}
-                    result = fanout.step_result(self, run, step, data, vault=vault, deadline=deadline)
-                    if result is None:
-                        return None  # parked until its items are done (or another worker owns the run now)
-                else:
-                    rendered = kind.render(step.config, data)
-                    result = kind().execute(self.step_context(run, step, rendered, data, vault, remaining))
-            except StepError as exc:
-                failure = exc
-            except Exception as exc:  # a bug or an unexpected library error: fail the step, keep the worker
-                logger.error(
-                    "Step %s of run %s failed unexpectedly:\n%s", step.key, run.pk, redactor.text(traceback.format_exc())
-                )
-                failure = StepError(f"Unexpected error: {type(exc).__name__}: {exc}")
-            else:
-                failure = None
-            finished = timezone.now()
-            metrics.step_finished(step.kind, failed=failure is not None, seconds=(finished - started).total_seconds())
-            record = StepRun(
-                run=run,
-                step_key=step.key,
-                step_kind=step.kind,
-                attempt=attempt,
-                input=jsonable(rendered),
-                started_at=started,
-                finished_at=finished,
-                duration_ms=int((finished - started).total_seconds() * 1000),
-            )
-            if failure is None:
-                output = jsonable(result.output)
-                data["steps"][step.key] = output
-                last_output = output
-                next_key = self._after(result, step, order)
-                record.status, record.output, record.logs, record.next_step_key = StepRun.Status.SUCCEEDED, output, result.logs, next_key
-                pending.append(record)
-                if result.response is not None:
+            cancelled = heartbeat is not None and heartbeat.cancelled.is_set()
+            decision = runtime.decide(plan, history, outcome, remaining=remaining, cancelled=cancelled)
+            if decision.recorded is not None:
+                checkpoint = decision.recorded.checkpoint
+                history.append(checkpoint)
+                record.next_step_key = checkpoint.next_step_key
+                if checkpoint.succeeded:
+                    data["steps"][record.step_key] = last_output = record.output
+                elif checkpoint.next_step_key != record.step_key:  # the run goes on from the failure
+                    data["steps"][record.step_key] = {"error": record.error, "output": record.output}
+                checkpoints.add(record)
+                if answer is not None:
                     # A waiting caller gets the answer before any later step runs; the pure
-                    # respond step is checkpointed with the next flush (after a crash it
+                    # respond step is checkpointed with the next write (after a crash it
                     # simply runs again). Answered by the last step, the run's end brings it.
-                    response = redactor.data(jsonable(result.response))
-                    if next_key:
-                        self._respond(run, response)
+                    response = redactor.data(jsonable(answer))
+                    if checkpoint.next_step_key:
+                        runs.respond(run, response)
                         response = None
-                if effectful:
-                    flush()
-                continue
-            record.status, record.error, record.output = StepRun.Status.FAILED, str(failure), jsonable(failure.output)
-            record.logs = (failure.output or {}).get("logs", "") if isinstance(failure.output, dict) else ""
-            if timezone.now() >= deadline:  # the step ran out of the flow's time, not its own
-                record.next_step_key = ""
-                pending.append(record)
-                return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
-            if failure.retryable and attempt < step.max_attempts:
-                delay = self._backoff(step, attempt, failure.retry_after)
-                record.next_step_key = step.key
-                pending.append(record)
-                flush()
-                attempts[step.key] = attempt
-                # A called flow runs inside its caller's task: it waits there, never parked alone.
-                if delay < remaining and (delay <= INLINE_RETRY_SECONDS or run.parent_run_id):
-                    time.sleep(delay)
-                    continue
-                if run.parent_run_id:  # its retry would come after the deadline
-                    return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
-                self._park(run, delay)
+                if decision.recorded.write_now:
+                    checkpoints.write()
+            if heartbeat is not None and heartbeat.lost.is_set():
+                checkpoints.write()
+                return None  # another worker owns the run now
+            if isinstance(decision, runtime.Finish):
+                return finish(decision.status, decision.reason)
+            if isinstance(decision, runtime.Park):
+                runs.park(run, self.owner, decision.seconds)
                 return None
-            data["steps"][step.key] = {"error": str(failure), "output": record.output}
-            if step.on_error == Step.OnError.CONTINUE:
-                next_key = self._following(step, order)
-            elif step.on_error == Step.OnError.GOTO and step.error_step_key:
-                next_key = step.error_step_key
+            if isinstance(decision, runtime.Sleep):
+                time.sleep(decision.seconds)
+                outcome = None
+                continue
+            if decision.checkpoint_first:
+                checkpoints.write()  # the history shows what ran before a step that may take a while
+            step = by_key[decision.step.key]
+            executed = self._execute(run, step, decision.attempt, data, vault, deadline, remaining)
+            if executed is None:
+                return None  # parked until its items are done (or another worker owns the run now)
+            outcome, record, answer = executed
+
+    def _execute(
+        self, run: FlowRun, step: Step, attempt: int, data: dict[str, Any], vault: Vault, deadline: datetime, remaining: float
+    ) -> tuple[runtime.Succeeded | runtime.Failed, StepRun, dict[str, Any] | None] | None:
+        """Render and execute one step: what happened, its step run (without the step that
+        comes next), and the answer it gives the caller; None when a fan-out parked the run."""
+        kind = STEP_KINDS.get(step.kind)
+        started = timezone.now()
+        rendered: dict[str, Any] = {}
+        try:
+            if kind is None:
+                raise StepError(f"Unknown step kind {step.kind!r}.")
+            if step.for_each:
+                rendered = {"for_each": step.for_each}
+                result = fanout.step_result(self, run, step, data, vault=vault, deadline=deadline)
+                if result is None:
+                    return None
             else:
-                record.next_step_key = ""
-                pending.append(record)
-                return finish(FlowRun.Status.FAILED, f"Step {step.key!r} failed: {failure}")
-            record.next_step_key = next_key
-            pending.append(record)
-            flush()
-        return finish(FlowRun.Status.SUCCEEDED)
+                rendered = kind.render(step.config, data)
+                result = kind().execute(self.step_context(run, step, rendered, data, vault, remaining))
+        except StepError as exc:
+            failure = exc
+        except Exception as exc:  # a bug or an unexpected library error: fail the step, keep the worker
+            logger.error(
+                "Step %s of run %s failed unexpectedly:\n%s", step.key, run.pk, vault.redactor.text(traceback.format_exc())
+            )
+            failure = StepError(f"Unexpected error: {type(exc).__name__}: {exc}")
+        else:
+            failure = None
+        finished = timezone.now()
+        metrics.step_finished(step.kind, failed=failure is not None, seconds=(finished - started).total_seconds())
+        record = StepRun(
+            run=run,
+            step_key=step.key,
+            step_kind=step.kind,
+            attempt=attempt,
+            input=jsonable(rendered),
+            started_at=started,
+            finished_at=finished,
+            duration_ms=int((finished - started).total_seconds() * 1000),
+        )
+        if failure is None:
+            record.status, record.output, record.logs = StepRun.Status.SUCCEEDED, jsonable(result.output), result.logs
+            return runtime.Succeeded(result.next_step), record, result.response
+        record.status, record.error, record.output = StepRun.Status.FAILED, str(failure), jsonable(failure.output)
+        record.logs = (failure.output or {}).get("logs", "") if isinstance(failure.output, dict) else ""
+        return runtime.Failed(str(failure), failure.retryable, failure.retry_after), record, None
 
     def step_context(
         self, run: FlowRun, step: Step, rendered: dict[str, Any], data: dict[str, Any], vault: Vault, remaining: float
@@ -445,70 +343,6 @@ class Engine:
             return connection.name if connection is not None else None
         return step.secret.name if step.secret_id else None
 
-    @staticmethod
-    def _following(step: Step, order: list[str]) -> str:
-        index = order.index(step.key) + 1
-        return order[index] if index < len(order) else ""
-
-    def _after(self, result: StepResult, step: Step, order: list[str]) -> str:
-        if result.next_step == STOP:
-            return ""
-        if result.next_step:
-            return result.next_step
-        return self._following(step, order)
-
-    @staticmethod
-    def _backoff(step: Step, attempt: int, retry_after: float | None) -> float:
-        return retry_delay(
-            attempt, base=step.retry_backoff_seconds, cap=flow_settings.max_retry_delay_seconds, retry_after=retry_after
-        )
-
-    def _park(self, run: FlowRun, delay: float) -> None:
-        """Free the worker while a step waits for its retry; the task comes back later."""
-        parked = FlowRun.objects.filter(pk=run.pk, lease_owner=self.owner).update(
-            status=FlowRun.Status.WAITING,
-            not_before=timezone.now() + timedelta(seconds=delay),
-            lease_owner="",
-            lease_expires_at=None,
-        )
-        if parked:
-            enqueue_run(run.pk, delay)
-
-    def _respond(self, run: FlowRun, response: dict[str, Any]) -> None:
-        FlowRun.objects.filter(pk=run.pk).update(response=response)
-        run.response = response
-        notify.publish(run.pk)
-
-    def _finish(
-        self, run: FlowRun, status: str, *, output: Any = None, error: str = "", response: Any = None, lease_check: bool = True
-    ) -> None:
-        now = timezone.now()
-        target = FlowRun.objects.filter(pk=run.pk)
-        target = target.filter(lease_owner=self.owner) if lease_check else target.exclude(status__in=FlowRun.FINISHED)
-        started = run.started_at or now
-        answered = {"response": response} if response is not None else {}
-        done = target.update(
-            status=status,
-            output=output,
-            error=error,
-            finished_at=now,
-            duration_ms=int((now - started).total_seconds() * 1000),
-            lease_owner="",
-            lease_expires_at=None,
-            **answered,
-        )
-        if not done:
-            return
-        metrics.run_finished(run, status)
-        run.status, run.output, run.error = status, output, error
-        run.response = response if response is not None else run.response
-        notify.publish(run.pk)
-        flow = run.flow
-        if flow.concurrency_limit or (status == FlowRun.Status.FAILED and flow.error_handler_id):
-            from flows_app.services.runs import flow_run_after_finish
-
-            transaction.on_commit(lambda: flow_run_after_finish(run_id=run.pk))
-
     # -- called flows ---------------------------------------------------------------
 
     def call_flow(self, *, parent: FlowRun, slug: str, input: Any, timeout: float, redactor: Redactor) -> FlowRun:
@@ -549,3 +383,15 @@ class Engine:
         child.refresh_from_db()
         child.output = output  # the exact output (the stored one is redacted)
         return child
+
+
+def _step_plan(step: Step) -> runtime.StepPlan:
+    kind = STEP_KINDS.get(step.kind)
+    return runtime.StepPlan(
+        key=step.key,
+        effectful=kind is None or not kind.pure or bool(step.for_each),  # a fan-out's items read the history
+        max_attempts=step.max_attempts,
+        retry_backoff_seconds=step.retry_backoff_seconds,
+        on_error=step.on_error,
+        error_step_key=step.error_step_key,
+    )

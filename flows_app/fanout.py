@@ -38,7 +38,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
-from flows_app import dispatch, metrics, stored, templating
+from flows_app import dispatch, metrics, runtime, stored, templating
 from flows_app.app_settings import flow_settings
 from flows_app.models import FlowRun, Step, StepItem
 from flows_app.steps import STEP_KINDS
@@ -210,7 +210,7 @@ def run_item(engine: Engine, run, step, kind, data, vault, deadline: datetime, i
         if failure is None:
             return Outcome(True, stored.jsonable(result.output), "", attempt)
         if failure.retryable and attempt < step.max_attempts:
-            delay = engine._backoff(step, attempt, failure.retry_after)
+            delay = runtime.retry_wait(step, attempt, failure.retry_after, cap=flow_settings.max_retry_delay_seconds)
             if delay < remaining:
                 time.sleep(delay)
                 continue

@@ -1,9 +1,14 @@
-"""Celery tasks of the flow engine. Thin: ids in, one service call, idempotent."""
+"""Celery tasks of the flow engine. Thin: ids in, one service call, idempotent.
+
+Nothing imports this module but Celery (and ``flows_app.apps``, for the worker_ready
+signal): ``flows_app.dispatch`` sends these tasks by name.
+"""
 
 from celery import shared_task
 from celery.signals import worker_ready
 
 from flows_app import engine, fanout
+from flows_app.services.runs import flow_run_error_handler_start as error_handler_start
 from flows_app.services.runs import flow_runs_prune, flow_runs_recover
 from flows_app.services.triggers import schedule_fire
 
@@ -29,6 +34,14 @@ def flow_run_items_execute(run_id: int, step_key: str) -> None:
     retried by Celery: an item's retries and a lost lane are the fan-out's business.
     """
     fanout.items_execute(engine.Engine(), run_id, step_key)
+
+
+@shared_task(ignore_result=True, housekeeping=True)
+def flow_run_error_handler_start(run_id: int) -> None:
+    """After a run failed: start its flow's error handler (``flows_app.runs.finish`` sends it
+    on commit). Idempotent: a redelivered message finds the handler's run it started. Not
+    retried by Celery."""
+    error_handler_start(run_id=run_id)
 
 
 @shared_task(bind=True, ignore_result=True)

@@ -1,4 +1,8 @@
-"""Starting, waiting for, cancelling, re-running and recovering flow runs."""
+"""Starting, waiting for, cancelling, re-running and recovering flow runs.
+
+Imports point down: the tasks and the views use this module; it uses the engine (for
+``flow_run_inline``), the run store and the dispatcher, and none of them imports it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from django.utils import timezone
 
 from flows_app import dispatch, fanout, metrics, notify
 from flows_app.app_settings import flow_settings
+from flows_app.engine import Engine
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.selectors import flow_secret_ids
 from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal, run_connection_refusal
@@ -87,8 +92,6 @@ def flow_run_inline(*, flow: Flow, input: Any, connection=None, trigger: str, ti
     operations): no queue, no worker, the same engine, redaction and run history.
     Access is the caller's to check.
     """
-    from flows_app.engine import Engine
-
     if refusal := run_connection_refusal(None, flow, connection):
         raise RunNotAllowed(refusal)
     engine = Engine()
@@ -139,16 +142,17 @@ def flow_run_wait(*, run: FlowRun, timeout: float, for_response: bool = False) -
     return notify.wait(run.pk, ready=ready, timeout=timeout)
 
 
-def flow_run_after_finish(*, run_id: int) -> None:
-    """After a run ended: start the flow's error handler, and let a waiting run of the
-    same flow go when a concurrency limit held it back."""
+def flow_run_error_handler_start(*, run_id: int) -> None:
+    """After a run failed: start its flow's error handler with the run's summary, once (the
+    failed run names the handler's run: a second call finds it)."""
     run = FlowRun.objects.select_related("flow", "flow__error_handler").get(pk=run_id)
     flow = run.flow
     handler = flow.error_handler
     if run.status == FlowRun.Status.FAILED and handler and run.trigger != "error_handler" and handler.pk != flow.pk:
         failed_step = run.step_runs.filter(status=StepRun.Status.FAILED).order_by("-id").first()
-        flow_run_start(
+        flow_run_start_once(
             flow=handler,
+            idempotency_key=f"error-handler-of-run-{run.pk}",
             trigger="error_handler",
             trigger_detail=f"{flow.slug} #{run.pk}",
             input={
@@ -162,20 +166,6 @@ def flow_run_after_finish(*, run_id: int) -> None:
                 "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             },
         )
-    if flow.concurrency_limit:
-        # Runs over the limit wait without a message (engine._claim): send as many of the
-        # oldest as there are free slots, the due waiting ones (back from a retry) included.
-        now = timezone.now()
-        running = FlowRun.objects.holding_slots(flow.pk, now).count()
-        free = flow.concurrency_limit - running
-        if free > 0:
-            dispatch.runs_send_again(
-                FlowRun.objects.filter(
-                    Q(status=FlowRun.Status.QUEUED) | Q(status=FlowRun.Status.WAITING, not_before__lte=now), flow=flow
-                )
-                .order_by("queued_at", "id")
-                .values_list("pk", flat=True)[:free]
-            )
 
 
 def flow_run_cancel(*, run: FlowRun, acting_user=None) -> bool:

@@ -337,17 +337,18 @@ def test_a_free_run_is_claimed_with_one_statement_on_the_runs_table(db):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from flows_app import runs
     from flows_app.engine import Engine
 
     flow = make_flow("claimed-at-once", [{"key": "a", "kind": "transform", "value": "{{ trigger }}"}])
     queued = FlowRun.objects.create(flow=flow, input={"n": 1})
     engine = Engine()
     with CaptureQueriesContext(connection) as queries:
-        run = engine._claim(queued.pk)
+        run = runs.claim(queued.pk, engine.owner)
     assert (run.status, run.lease_owner, run.pickups, run.input, run.flow.owner) == ("running", engine.owner, 1, {"n": 1}, flow.owner)
     on_runs = [query["sql"] for query in queries.captured_queries if FlowRun._meta.db_table in query["sql"]]
     assert len(on_runs) == 1 and on_runs[0].startswith("UPDATE")
-    assert engine._claim(queued.pk) is None  # held by its lease now
+    assert runs.claim(queued.pk, engine.owner) is None  # held by its lease now
 
 
 def test_an_answer_from_the_last_step_is_written_with_the_runs_end(db):
