@@ -78,18 +78,14 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def restore(history: list[StepRun], data: dict[str, Any], redactor: Redactor) -> dict[str, int]:
+def restore(history: list[StepRun], data: dict[str, Any], redactor: Redactor) -> None:
     """The checkpoint: the outputs so far into ``data["steps"]``, what masking hid taught to
-    ``redactor``; returns the attempts of a step awaiting its retry, by key."""
-    attempts: dict[str, int] = {}
+    ``redactor``. (Which attempt comes next is the interpreter's: ``flows_app.runtime``.)"""
     for previous in history:
         if previous.raw_output is not None:
             redactor.learn(previous.raw_output, previous.output)
         value = previous.raw_output if previous.raw_output is not None else previous.output
         if previous.status == StepRun.Status.SUCCEEDED:
-            data["steps"][previous.step_key], attempts[previous.step_key] = value, 0
-        else:
-            attempts[previous.step_key] = previous.attempt
-            if previous.next_step_key != previous.step_key:
-                data["steps"][previous.step_key] = {"error": previous.error, "output": value}
-    return attempts
+            data["steps"][previous.step_key] = value
+        elif previous.next_step_key != previous.step_key:
+            data["steps"][previous.step_key] = {"error": previous.error, "output": value}
