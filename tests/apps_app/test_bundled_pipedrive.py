@@ -25,7 +25,10 @@ APP_FOLDER = REPOSITORY / "apps" / "pipedrive"
 CALLERS_KEY = "callers-key-for-pipedrive-tests"
 TOKENS = {"pd-token-ann-8f2a1c": "ann", "pd-token-bob-3e9d07": "bob"}
 DEALS = {
-    "ann": [{"id": 1, "title": "Ann's open deal", "status": "open"}, {"id": 2, "title": "Ann's won deal", "status": "won"}],
+    "ann": [
+        {"id": 1, "title": "Ann's open deal", "status": "open"},
+        {"id": 2, "title": "Ann's won deal", "status": "won"},
+    ],
     "bob": [{"id": 3, "title": "Bob's open deal", "status": "open"}],
 }
 
@@ -43,7 +46,8 @@ def pipedrive_api(local_server):
         url = urlsplit(request.path)
         query = {name: values[0] for name, values in parse_qs(url.query).items()}
         if request.method == "GET" and url.path == "/v1/users/me":
-            return Reply(200, {"success": True, "data": {"id": 7, "name": person.title(), "email": f"{person}@example.com"}})
+            me = {"id": 7, "name": person.title(), "email": f"{person}@example.com"}
+            return Reply(200, {"success": True, "data": me})
         if request.method == "GET" and url.path == "/v1/deals":
             deals = [deal for deal in DEALS[person] if query.get("status") in (deal["status"], "all_not_deleted")]
             return Reply(200, {"success": True, "data": deals or None})
@@ -170,9 +174,8 @@ class TestTheApiTokenNeverShows:
         caplog.set_level(logging.DEBUG)
         connection = connect(pipedrive, pipedrive_api, self.TOKEN)
         assert connection_test(connection=connection).ok
-        inline = flow_run_inline(
-            flow=Flow.objects.get(slug="pipedrive/list-deals"), input={}, connection=connection.secret, trigger="t", timeout=30
-        )
+        flow = Flow.objects.get(slug="pipedrive/list-deals")
+        inline = flow_run_inline(flow=flow, input={}, connection=connection.secret, trigger="test", timeout=30)
         assert inline.status == FlowRun.Status.SUCCEEDED, inline.error
         assert run_flow("pipedrive/list-deals", connection)["status"] == "succeeded"
         called = client.get(f"/hooks/apps/pipedrive/{connection.pk}/deals", HTTP_X_API_KEY=CALLERS_KEY)
