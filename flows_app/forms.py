@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import models
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import escape
 
@@ -87,11 +86,13 @@ def kind_fieldsets(kinds: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def spec_from_cleaned(spec_class: type, cleaned: dict[str, Any], instance: models.Model, **values: Any):
-    """A spec from a form's cleaned data: spec fields are named after the model's fields.
-    Those the form does not show keep the instance's values (an app's flow stays its app's)."""
+def spec_from_cleaned(spec_class: type, form: forms.ModelForm, **values: Any):
+    """A spec from a valid form: spec fields are named after the model's fields. Those the
+    form does not edit (an app flow's app, a step's ``secret: connection``) keep the
+    instance's value, a new row's default."""
+    cleaned = form.cleaned_data
     names = [item.name for item in dataclasses.fields(spec_class) if item.name not in values]
-    return spec_class(**{name: cleaned[name] if name in cleaned else getattr(instance, name) for name in names}, **values)
+    return spec_class(**{name: cleaned[name] if name in cleaned else getattr(form.instance, name) for name in names}, **values)
 
 
 class FlowForm(forms.ModelForm):
@@ -112,8 +113,7 @@ class FlowForm(forms.ModelForm):
         handler = self.cleaned_data.get("error_handler")
         return spec_from_cleaned(
             FlowSpec,
-            self.cleaned_data,
-            self.instance,
+            self,
             error_handler=handler.slug if handler else "",
             steps=steps,
             endpoints=endpoints,
@@ -182,7 +182,7 @@ class KindConfigForm(forms.ModelForm):
                 self.add_error(target, prefix + message)
 
     def spec(self):
-        return spec_from_cleaned(self.spec_class, self.cleaned_data, self.instance, **{self.config_field: self.config})
+        return spec_from_cleaned(self.spec_class, self, **{self.config_field: self.config})
 
 
 def with_kind_fields(form_class: type[KindConfigForm]) -> type[KindConfigForm]:
@@ -315,7 +315,7 @@ class ScheduleTriggerForm(forms.ModelForm):
 
     def spec(self) -> ScheduleSpec:
         schedule_input = self.cleaned_data.get("input")
-        return spec_from_cleaned(ScheduleSpec, self.cleaned_data, self.instance, input={} if schedule_input is None else schedule_input)
+        return spec_from_cleaned(ScheduleSpec, self, input={} if schedule_input is None else schedule_input)
 
 
 class ClientPolicyForm(forms.ModelForm):
