@@ -104,3 +104,18 @@ def test_old_finished_runs_are_pruned():
     recent = execute(flow)
     assert flow_runs_prune() >= 1
     assert list(FlowRun.objects.values_list("pk", flat=True)) == [recent.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_runs_error_handler_is_started_by_a_housekeeping_task_once(unconsumed_queue):
+    from flows_app.services.runs import flow_run_error_handler_start
+
+    handler = make_flow("on-failure", [{"key": "keep", "kind": "transform", "value": "{{ trigger }}"}])
+    flow = make_flow("fragile", [{"key": "boom", "kind": "transform", "value": "{{ nope }}"}], error_handler="on-failure")
+    failed = execute(flow)
+    assert failed.status == "failed"
+    assert sent_runs(f"{unconsumed_queue}.housekeeping") == [failed.pk]  # the run's end sent it, behind no backlog
+    flow_run_error_handler_start(run_id=failed.pk)
+    flow_run_error_handler_start(run_id=failed.pk)  # a redelivered message
+    started = FlowRun.objects.get(flow=handler)
+    assert (started.trigger, started.input["run_id"], started.input["failed_step"]) == ("error_handler", failed.pk, "boom")
