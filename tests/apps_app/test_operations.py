@@ -33,7 +33,11 @@ CLIENT_ID, CLIENT_SECRET = "tokenish-client", "tokenish-client-secret-7c1d9a"
 REFRESH_OUTPUT = """{access_token: "{{ steps.token.body.at | default(none) }}", expires_in: "{{ steps.token.body.ttl | default(none) }}", error: "{{ steps.token.body.error | default(none) }}"}"""
 
 
-def tokenish_manifest(server_url: str, *, refresh_output: str = REFRESH_OUTPUT) -> str:
+#: A step between the token request and the output: the server sees what is stored meanwhile.
+PEEK_STEP = """- {key: peek, kind: http_request, method: GET, url: "SERVER/peek"}"""
+
+
+def tokenish_manifest(server_url: str, *, refresh_output: str = REFRESH_OUTPUT, peek: bool = False) -> str:
     """An app whose provider takes a JSON token request and answers with its own names."""
     return textwrap.dedent(
         """
@@ -72,11 +76,12 @@ def tokenish_manifest(server_url: str, *, refresh_output: str = REFRESH_OUTPUT) 
                 body_type: json
                 body: {grant: refresh, refresh: "{{ trigger.refresh_token }}", client_id: "{{ connection.client_id }}", client_secret: "{{ connection.client_secret }}"}
                 success_statuses: 2xx, 400
+              PEEK
               - key: out
                 kind: transform
                 value: REFRESH_OUTPUT
         """
-    ).replace("SERVER", server_url).replace("REFRESH_OUTPUT", refresh_output)
+    ).replace("PEEK", PEEK_STEP if peek else "").replace("SERVER", server_url).replace("REFRESH_OUTPUT", refresh_output)
 
 
 class Tokenish:
@@ -88,12 +93,17 @@ class Tokenish:
         self.provider = LocalProvider(CLIENT_ID, CLIENT_SECRET, callback_extra={"shop": "acme"}, rotate_refresh_tokens=False)
         self.lease_held_during_refresh: list[bool] = []
         self.token_status = 200
+        self.stored_while_running: list[str] = []
         server.handler = self.answer
 
     def answer(self, request):
         path = urlsplit(request.path).path
         if path == "/authorize":
             return self.provider.authorize(request)
+        if path == "/peek":
+            self.stored_while_running.append(str(list(StepRun.objects.values_list("input", "output"))))
+            db_connection.close()
+            return Reply(200, {})
         if path != "/token" or self.token_status != 200:
             return Reply(self.token_status or 404, {"error": "unavailable"})
         body = json.loads(request.body)
@@ -189,6 +199,15 @@ class TestOperationFlows:
         for value in values:
             assert value not in history
         assert runs[-1].output["access_token"] == MASK and "ann@orbit.example" in history
+
+    def test_an_operation_runs_history_is_written_once_its_tokens_are_known(self, tokenish, browser):
+        connection = tokenish.connect(browser, peek=True)
+        StepRun.objects.all().delete()
+        oauth2_connection_refresh(secret=connection.secret, acting_user=tokenish.owner)
+        new_token = tokenish.provider.issued[-1].access_token
+        assert tokenish.stored_while_running == ["[]"]  # the token step's answer is held back
+        assert StepRun.objects.filter(step_key="token").count() == 1
+        assert new_token not in str(list(StepRun.objects.values_list("input", "output")))
 
     def test_a_wrong_output_shape_names_the_flow_and_the_missing_key(self, tokenish, browser):
         wrong = REFRESH_OUTPUT.replace("access_token:", "token:")
