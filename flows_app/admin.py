@@ -381,6 +381,7 @@ class FlowRunAdmin(RunRecordDisplay, admin.ModelAdmin):
         "trigger",
         "trigger_detail",
         "started_by",
+        "connection",
         "queued_at",
         "started_at",
         "finished_at",

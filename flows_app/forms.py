@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import escape
 
@@ -77,10 +78,11 @@ def kind_fieldsets(kinds: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def spec_from_cleaned(spec_class: type, cleaned: dict[str, Any], **values: Any):
-    """A spec from a form's cleaned data: spec fields are named after the model's fields."""
+def spec_from_cleaned(spec_class: type, cleaned: dict[str, Any], instance: models.Model, **values: Any):
+    """A spec from a form's cleaned data: spec fields are named after the model's fields.
+    Those the form does not show keep the instance's values (an app's flow stays its app's)."""
     names = [item.name for item in dataclasses.fields(spec_class) if item.name not in values]
-    return spec_class(**{name: cleaned.get(name) for name in names}, **values)
+    return spec_class(**{name: cleaned[name] if name in cleaned else getattr(instance, name) for name in names}, **values)
 
 
 class FlowForm(forms.ModelForm):
@@ -102,6 +104,7 @@ class FlowForm(forms.ModelForm):
         return spec_from_cleaned(
             FlowSpec,
             self.cleaned_data,
+            self.instance,
             error_handler=handler.slug if handler else "",
             steps=steps,
             endpoints=endpoints,
@@ -170,7 +173,7 @@ class KindConfigForm(forms.ModelForm):
                 self.add_error(target, prefix + message)
 
     def spec(self):
-        return spec_from_cleaned(self.spec_class, self.cleaned_data, **{self.config_field: self.config})
+        return spec_from_cleaned(self.spec_class, self.cleaned_data, self.instance, **{self.config_field: self.config})
 
 
 def with_kind_fields(form_class: type[KindConfigForm]) -> type[KindConfigForm]:
@@ -202,11 +205,12 @@ class StepForm(KindConfigForm):
         kind_class, data = self.chosen_kind_data()
         if kind_class is None:
             return cleaned
-        checks = (
+        checks = [
             lambda: setattr(self, "config", kind_class.clean_config(data)),
-            lambda: step_secret_check(kind_class, cleaned.get("secret")),
             lambda: step_permission_check(kind_class, self.acting_user),
-        )
+        ]
+        if not self.instance.uses_connection:  # an app's step: its secret is the run's connection
+            checks.append(lambda: step_secret_check(kind_class, cleaned.get("secret")))
         for check in checks:
             try:
                 check()
@@ -296,7 +300,7 @@ class ScheduleTriggerForm(forms.ModelForm):
 
     def spec(self) -> ScheduleSpec:
         schedule_input = self.cleaned_data.get("input")
-        return spec_from_cleaned(ScheduleSpec, self.cleaned_data, input={} if schedule_input is None else schedule_input)
+        return spec_from_cleaned(ScheduleSpec, self.cleaned_data, self.instance, input={} if schedule_input is None else schedule_input)
 
 
 class ClientPolicyForm(forms.ModelForm):

@@ -213,7 +213,9 @@ class SecretAdmin(admin.ModelAdmin):
         description = form.cleaned_data.get("description", "")
         if change:
             current = Secret.objects.get(pk=obj.pk)
-            secret_rename(secret=current, name=obj.name, acting_user=request.user)
+            secret_rename(
+                secret=current, name=obj.name, acting_user=request.user, force=form.cleaned_data["confirm_rename"]
+            )
             secret_update(secret=current, data=data, description=description, acting_user=request.user)
         else:
             current = secret_create(

@@ -44,12 +44,13 @@ class VaultSettings:
 
     @property
     def oauth2_refresh_leeway_seconds(self) -> int:
-        """A token expiring within this many seconds is refreshed before use."""
+        """A token expiring within this many seconds is refreshed before use (within at most
+        a third of its lifetime, for short-lived tokens: ``oauth2.tokens.refresh_leeway``)."""
         return getattr(settings, "FLOWGATE_OAUTH2_REFRESH_LEEWAY_SECONDS", 60)
 
     @property
     def oauth2_proactive_window_seconds(self) -> int:
-        """The beat job refreshes tokens that expire within this window."""
+        """The beat job refreshes tokens that expire within this window (capped like the leeway)."""
         return getattr(settings, "FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS", 15 * 60)
 
     @property

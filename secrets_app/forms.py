@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.html import format_html
 
 from project.declarative import Field, parse_mapping_lines
 from secrets_app.kinds.base import CleanedSecret, SecretKind
 from secrets_app.models import Secret
+from secrets_app.selectors import secret_rename_consequences
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -21,6 +23,32 @@ class WriteOnlyTextarea(forms.Textarea):
 
     def format_value(self, value):
         return ""
+
+
+class NotedSelect(forms.Select):
+    """A select whose choices carry notes: the chosen one's is shown under it, and the
+    change form's script swaps it as the choice changes (``data-note`` on each option)."""
+
+    def __init__(self, notes: dict[str, str], attrs=None, choices=()):
+        super().__init__(attrs, choices)
+        self.notes = notes
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        if self.notes.get(value):
+            option["attrs"]["data-note"] = self.notes[value]
+        return option
+
+    def render(self, name, value, attrs=None, renderer=None):
+        select = super().render(name, value, attrs, renderer)
+        field_id = (attrs or {}).get("id", f"id_{name}")
+        return format_html(
+            '{}<div class="help choice-note" id="{}_note" data-note-for="{}">{}</div>',
+            select,
+            field_id,
+            field_id,
+            self.notes.get(str(value or ""), ""),
+        )
 
 
 def _form_field(field: Field, stored_secret: bool, stored_names: list[str]) -> forms.Field:
@@ -47,6 +75,8 @@ class SecretForm(forms.ModelForm):
     """Base of the per-kind forms; ``secret_form_for`` declares the kind's fields on it."""
 
     kind_class: type[SecretKind]
+    #: Shown with the list of consequences when a rename needs confirming (not a fieldset field).
+    confirm_rename = forms.BooleanField(required=False, label="I understand; rename anyway.")
 
     class Meta:
         model = Secret
@@ -64,7 +94,10 @@ class SecretForm(forms.ModelForm):
                 self.initial[field.name] = field.form_initial(instance.config[field.name])
             elif not field.secret and field.default is not None:
                 self.initial.setdefault(field.name, field.default)
+        for name, notes in self.kind_class.choice_notes().items():
+            self.fields[name].widget = NotedSelect(notes, choices=self.fields[name].choices)
         self.cleaned_secret: CleanedSecret | None = None
+        self.rename_consequences: list[str] = []
 
     def previous(self) -> CleanedSecret | None:
         if not self.instance.pk:
@@ -93,6 +126,7 @@ class SecretForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        self._confirm_rename(cleaned)
         previous = self.previous()
         try:
             self.cleaned_secret = self.kind_class.clean(self._kind_input(previous), previous)
@@ -100,6 +134,15 @@ class SecretForm(forms.ModelForm):
             for field, messages in exc.message_dict.items():
                 self.add_error(field if field in self.fields else None, messages)
         return cleaned
+
+    def _confirm_rename(self, cleaned: dict) -> None:
+        """A rename that breaks or changes something else is saved only once confirmed."""
+        name = cleaned.get("name")
+        if not self.instance.pk or not name or cleaned.get("confirm_rename"):
+            return
+        self.rename_consequences = secret_rename_consequences(secret=self.instance, name=name)
+        if self.rename_consequences:
+            self.add_error("name", f"Renaming to {name!r} changes what is listed above; confirm it there.")
 
     def save_warnings(self) -> list[str]:
         """What a kind notices about valid input that will not work here (OAuth2 endpoints

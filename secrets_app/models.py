@@ -80,6 +80,12 @@ class Secret(models.Model):
         return f"<Secret {self.name!r} kind={self.kind!r}>"
 
     @property
+    def label(self) -> str:
+        """How messages name this secret ("secret 'crm'"): the one place where the app a
+        secret belongs to joins its name once secrets have one."""
+        return f"secret {self.name!r}"
+
+    @property
     def handler(self):
         """This secret's kind, bound to it: what it can do (authenticate, sign, connect...)."""
         from secrets_app.kinds import SECRET_KINDS
@@ -184,6 +190,9 @@ class OAuth2Connection(models.Model):
     tokens = EncryptedJSONField(default=SecretValues, help_text="access_token, refresh_token, id_token")
     token_type = models.CharField(max_length=40, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    expires_in = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The access token's lifetime in seconds, as the provider gave it at issue."
+    )
     granted_scope = models.TextField(blank=True)
     identity = models.CharField(max_length=255, blank=True, help_text="The connected account (e-mail or user name).")
     connected_at = models.DateTimeField(null=True, blank=True)

@@ -28,6 +28,20 @@ def published_jwks() -> dict[str, Any]:
     return {"keys": keys}
 
 
+def secret_rename_consequences(*, secret: Secret, name: str) -> list[str]:
+    """What renaming ``secret`` to ``name`` breaks or changes, in words for the user: the
+    flows that name it (its bindings) and what its kind says (an OAuth2 redirect URI)."""
+    if name == secret.name:
+        return []
+    holders = sorted(str(binding) for binding in secret.bindings.select_related("holder_type"))
+    consequences = []
+    if holders:
+        consequences.append(
+            f"These name it and stop finding it until they are changed to {name!r}: {', '.join(holders)}."
+        )
+    return consequences + secret.handler.rename_consequences(name)
+
+
 @dataclass(frozen=True)
 class DeletionPreview:
     """What deleting ``secret`` does besides removing it; ``revocation`` is "" when nothing."""

@@ -133,6 +133,12 @@ class SecretKind:
         return []
 
     @classmethod
+    def choice_notes(cls) -> dict[str, dict[str, str]]:
+        """Notes on the choices of choice fields, shown on the form under the field for the
+        choice made: ``{field name: {choice: note}}``."""
+        return {}
+
+    @classmethod
     def exportable_config(cls, config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """The config ``export`` writes: what ``clean`` derives by itself is left out."""
         return config
@@ -150,6 +156,11 @@ class SecretKind:
         if field not in declared:
             raise self.refuse(f"it has no field {field!r}")
         return self.value(field), declared[field].secret
+
+    def rename_consequences(self, new_name: str) -> list[str]:
+        """What renaming this secret to ``new_name`` changes besides its name, for the
+        user to confirm first (``selectors.secret_rename_consequences``)."""
+        return []
 
     def secret_strings(self) -> set[str]:
         """Every string that must never appear in stored output or logs."""

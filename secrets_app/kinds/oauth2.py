@@ -248,8 +248,27 @@ class OAuth2(SecretKind):
                 pass  # does not resolve from here now; using it will say so
         return warnings
 
+    @classmethod
+    def choice_notes(cls) -> dict[str, dict[str, str]]:
+        """A preset's caveats (which scope brings a refresh token, why Test cannot work)."""
+        notes = {}
+        for slug, preset in presets().items():
+            untestable = preset.get("no_test_url")
+            notes[slug] = f"{preset['notes']} No test URL: {untestable}" if untestable else preset["notes"]
+        return {"preset": notes}
+
     def auth(self):
         return OAuth2BearerAuth(self.secret)
+
+    def rename_consequences(self, new_name: str) -> list[str]:
+        from secrets_app.models import Secret
+        from secrets_app.services.oauth2 import oauth2_redirect_uri
+
+        old, new = oauth2_redirect_uri(secret=self.secret), oauth2_redirect_uri(secret=Secret(name=new_name))
+        return [
+            f"Its redirect URI changes from {old} to {new}: register the new one at the provider before "
+            "connecting again (the stored tokens keep working)."
+        ]
 
     def secret_strings(self) -> set[str]:
         from secrets_app.models import OAuth2Connection

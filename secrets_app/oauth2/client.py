@@ -153,6 +153,10 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 class OAuth2Hooks:
     """RFC 6749 (with RFC 7636 PKCE and RFC 7009 revocation) as most providers speak it."""
 
+    #: Revoking any one token ends the user's whole grant to the client (every token of
+    #: it, including one issued later for the same account), not only that token.
+    revocation_ends_the_grant: bool = False
+
     # -- the pieces subclasses override ---------------------------------------------
 
     def token_response(self, response: requests.Response) -> requests.Response:

@@ -21,6 +21,7 @@ FIELDS = (
     "jwks_url",
     "identity_url",
     "identity_field",
+    "test_url",
     "scope",
     "client_auth",
     "extra_authorize_params",

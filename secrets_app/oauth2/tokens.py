@@ -48,6 +48,10 @@ from secrets_app.services.audit import audit_record
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+#: A token is refreshed at the earliest once only this share of its lifetime is left, so
+#: that a fixed leeway cannot exceed a short lifetime: with 30-second tokens and a 60 s
+#: leeway every single use would refresh.
+LEEWAY_SHARE_OF_LIFETIME = 1 / 3
 
 
 def connection_for(secret: Secret) -> OAuth2Connection:
@@ -56,26 +60,45 @@ def connection_for(secret: Secret) -> OAuth2Connection:
     return connection
 
 
-def is_expiring(connection: OAuth2Connection, *, within_seconds: float | None = None) -> bool:
+def refresh_leeway(expires_in: float | None, *, at_most: float) -> float:
+    """How long before expiry a token of lifetime ``expires_in`` (seconds, as issued) is due:
+    ``at_most``, or less for a short-lived token (``LEEWAY_SHARE_OF_LIFETIME`` of it).
+    Unknown lifetime (stored before lifetimes were kept): ``at_most``."""
+    if expires_in is None:
+        return at_most
+    return min(at_most, expires_in * LEEWAY_SHARE_OF_LIFETIME)
+
+
+def is_expiring(connection: OAuth2Connection) -> bool:
     if connection.expires_at is None:
         return False
-    within = vault_settings.oauth2_refresh_leeway_seconds if within_seconds is None else within_seconds
+    within = refresh_leeway(connection.expires_in, at_most=vault_settings.oauth2_refresh_leeway_seconds)
     return connection.expires_at <= timezone.now() + timedelta(seconds=within)
 
 
+def failure_message(secret: Secret, reason: str, *, permanent: bool) -> str:
+    """A refresh failure as users read it: raised, shown in step errors and stored as the
+    connection's last error, naming the secret from the first failure on."""
+    if permanent:
+        return f"OAuth2 {secret.label} needs re-authorization: {reason}"
+    return f"OAuth2 {secret.label}: {reason}"
+
+
 def raise_unless_usable(connection: OAuth2Connection, config: OAuth2Config) -> None:
-    name = connection.secret.name
+    label = f"OAuth2 {connection.secret.label}"
     status = connection.status
     if status == OAuth2Connection.Status.NEEDS_REAUTHORIZATION:
-        raise ReauthorizationRequired(f"OAuth2 secret {name!r} needs re-authorization: {connection.last_error}")
+        # The last error is the message the failure raised, naming the secret (failure_message).
+        raise ReauthorizationRequired(connection.last_error or f"{label} needs re-authorization; reconnect it.")
     if status == OAuth2Connection.Status.REVOKED and config.grant_type != "client_credentials":
-        raise NotConnected(f"OAuth2 secret {name!r} was revoked; use 'Request access token' to connect it again.")
+        raise NotConnected(f"{label} was revoked; use 'Request access token' to connect it again.")
     if status == OAuth2Connection.Status.NOT_CONNECTED and config.grant_type != "client_credentials":
-        raise NotConnected(f"OAuth2 secret {name!r} is not connected; use 'Request access token' in the admin.")
+        raise NotConnected(f"{label} is not connected; use 'Request access token' in the admin.")
 
 
 def access_token_get(secret: Secret, *, rejected_token: str | None = None) -> str:
-    """A valid access token for ``secret``, refreshed first when it expires soon.
+    """A valid access token for ``secret``, refreshed first when it expires soon (within
+    the leeway, which a short-lived token's lifetime caps: see ``refresh_leeway``).
 
     ``rejected_token``: the API just answered 401 to this token. It is refreshed unless
     another process already replaced it, so a burst of 401s causes one refresh.
@@ -108,9 +131,11 @@ def refresh(stale: OAuth2Connection, config: OAuth2Config, *, attempts: int = MA
         with _LeaseKeeper(stale.pk, owner), metrics.oauth2_refresh_counted():
             result = _ask_provider(stale, config, attempts)
     except ReauthorizationRequired as exc:
+        exc.args = (failure_message(stale.secret, str(exc), permanent=True),)
         _store_failure(stale, owner, str(exc), permanent=True)
         raise
     except (TokenEndpointUnavailable, SecretMisconfigured) as exc:
+        exc.args = (failure_message(stale.secret, str(exc), permanent=False),)
         _store_failure(stale, owner, str(exc), permanent=False, retry_after=getattr(exc, "retry_after", None))
         raise
     except BaseException:
@@ -139,11 +164,15 @@ def _wait_for_refresher(
             raise_unless_usable(current, config)
             return current
         if current.last_error_at and current.last_error_at >= waiting_since:
-            raise TokenEndpointUnavailable(current.last_error or "The refresh failed.")
+            raise TokenEndpointUnavailable(
+                current.last_error or failure_message(stale.secret, "the refresh failed.", permanent=False)
+            )
         if _take_lease(stale, owner, failed_before=waiting_since):
             return None
         if time.monotonic() > deadline:
-            raise TokenEndpointUnavailable("Timed out waiting for another process to refresh the token.")
+            raise TokenEndpointUnavailable(
+                failure_message(stale.secret, "timed out waiting for another process to refresh the token.", permanent=False)
+            )
 
 
 def _take_lease(connection: OAuth2Connection, owner: str, *, failed_before: datetime | None = None) -> bool:
@@ -207,14 +236,14 @@ def _ask_provider(connection: OAuth2Connection, config: OAuth2Config, attempts: 
     raise AssertionError("unreachable")
 
 
-def next_refresh_at(connection_id: int, expires_at: datetime | None) -> datetime | None:
+def next_refresh_at(connection_id: int, expires_at: datetime | None, expires_in: float | None) -> datetime | None:
     """When the beat job should refresh: between half the window and the whole window
     before expiry, spread by the connection's id so that many connections issued at the
-    same moment do not reach the provider together."""
+    same moment do not reach the provider together. The window is capped by the token's
+    lifetime as use is (``refresh_leeway``): a token is never refreshed early in its life."""
     if expires_at is None:
         return None
-    lifetime = max((expires_at - timezone.now()).total_seconds(), 0)
-    window = min(vault_settings.oauth2_proactive_window_seconds, lifetime / 2)
+    window = refresh_leeway(expires_in, at_most=vault_settings.oauth2_proactive_window_seconds)
     spread = (connection_id * 2654435761 % 2**32) / 2**32
     return expires_at - timedelta(seconds=window * (0.5 + 0.5 * spread))
 
@@ -238,11 +267,13 @@ def store_tokens(
         "refresh_token": result.refresh_token or (None if connected else stale.tokens.get("refresh_token")),
         "id_token": result.id_token or (None if connected else stale.tokens.get("id_token")),
     }
-    expires_at = now + timedelta(seconds=result.expires_in) if result.expires_in else None
+    expires_in = round(result.expires_in) if result.expires_in else None
+    expires_at = now + timedelta(seconds=expires_in) if expires_in else None
     changes = {
         "tokens": {key: value for key, value in tokens.items() if value},
         "token_type": result.token_type[:40],
         "expires_at": expires_at,
+        "expires_in": expires_in,
         "status": OAuth2Connection.Status.CONNECTED,
         "version": F("version") + 1,
         "last_refreshed_at": now,
@@ -251,7 +282,7 @@ def store_tokens(
         "failure_count": 0,
         "lease_owner": "",
         "lease_expires_at": None,
-        "next_refresh_at": next_refresh_at(stale.pk, expires_at),
+        "next_refresh_at": next_refresh_at(stale.pk, expires_at, expires_in),
     }
     if result.scope is not None or connected:
         changes["granted_scope"] = (

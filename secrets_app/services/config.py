@@ -83,6 +83,8 @@ def _apply_one(name: Any, definition: Any, env: Mapping[str, str], acting_user) 
             name=name, kind=kind, data=data, description=description, acting_user=acting_user, actor_label="apply"
         )
         return Change("create", "secret", str(name))
+    if existing.app_slug:
+        raise ValidationError({"__all__": f"{name!r} is a connection of the app {existing.app_slug!r}; the app manages it."})
     if existing.kind != kind:
         raise ValidationError(
             {"kind": f"The vault holds {name!r} as {existing.kind!r}; a secret cannot change kind (delete it first)."}
@@ -118,8 +120,9 @@ def placeholder(*parts: str) -> str:
 
 
 def secrets_export() -> dict[str, Any]:
+    """Every secret but the installed apps' connections (accounts of their users, not config)."""
     exported = {}
-    for secret in Secret.objects.order_by("name"):
+    for secret in Secret.objects.filter(app_slug="").order_by("name"):
         kind_class = secret_kind_get(secret.kind)
         entry: dict[str, Any] = {"kind": secret.kind}
         if secret.description:

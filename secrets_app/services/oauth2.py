@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import secrets as random_secrets
 from collections.abc import Mapping
@@ -30,6 +31,8 @@ from secrets_app.oauth2.identity import identity_resolve
 from secrets_app.schedules import proactive_refresh_interval_seconds
 from secrets_app.services.audit import audit_record
 from secrets_app.services.secrets import secret_probe
+
+logger = logging.getLogger(__name__)
 
 #: Client settings whose change can undo the provider's refusal of the client.
 CLIENT_FIELDS = frozenset({"client_id", "client_secret", "client_auth", "token_url"})
@@ -160,7 +163,8 @@ def oauth2_authorization_complete(
 
 def _connection_error_record(secret: Secret, reason: str) -> None:
     connection = tokens.connection_for(secret)
-    OAuth2Connection.objects.filter(pk=connection.pk).update(last_error=reason[:500], last_error_at=timezone.now())
+    message = tokens.failure_message(secret, reason, permanent=False)
+    OAuth2Connection.objects.filter(pk=connection.pk).update(last_error=message[:500], last_error_at=timezone.now())
 
 
 def _authorization_finish(
@@ -198,10 +202,19 @@ def _authorization_finish(
     except VaultError as exc:  # the provider, the network, or a refused endpoint (SecretMisconfigured)
         raise AuthorizationFailed(f"The code could not be exchanged: {exc}") from None
     identity, identity_warning = identity_resolve(config, result)
-    connection = tokens.store_tokens(
-        tokens.connection_for(secret), result, identity=identity or "", connected=True, acting_user=user
-    )
+    previous = tokens.connection_for(secret)
+    connection = tokens.store_tokens(previous, result, identity=identity or "", connected=True, acting_user=user)
     warnings = []
+
+    def previous_grant_revoke():
+        warning = _previous_grant_revoke(previous, connection, config, acting_user=user)
+        if warning:
+            warnings.append(warning)
+
+    # Only once the new tokens are committed: revoking first and then losing them would
+    # leave no grant at all. The callback opens no transaction, so this runs right here
+    # and its warning reaches the user.
+    transaction.on_commit(previous_grant_revoke)
     if not connection.has_refresh_token:
         warnings.append(
             "No refresh token came back: the connection stops working when the access token expires. "
@@ -216,6 +229,38 @@ def _authorization_finish(
     if issuer_warning:
         warnings.append(issuer_warning)
     return AuthorizationOutcome(secret=secret, connection=connection, warnings=warnings)
+
+
+def _previous_grant_revoke(
+    previous: OAuth2Connection, current: OAuth2Connection, config: OAuth2Config, *, acting_user
+) -> str | None:
+    """After a reconnect, revoke the refresh token of the grant the new tokens replaced, so
+    that the old grant does not stay alive at the provider with nothing here to use or
+    revoke it (RFC 7009). Never undoes the new connection: a failure is logged, audited and
+    returned as a warning for the user.
+    """
+    replaced = previous.tokens.get("refresh_token")
+    if not replaced or replaced == current.tokens.get("refresh_token") or not config.revocation_url:
+        return None
+    hooks = hooks_for(config)
+    if hooks.revocation_ends_the_grant and (not previous.identity or previous.identity == current.identity):
+        return None  # the same account's grant: revoking the old token would end the new connection too
+    secret = current.secret
+    try:
+        hooks.revoke(config, token=replaced, token_type_hint="refresh_token")
+    except VaultError as exc:
+        reason = f"The previous grant's refresh token could not be revoked at the provider ({exc}); revoke it there."
+        logger.warning("OAuth2 %s: %s", secret.label, reason)
+        audit_record(
+            acting_user=acting_user,
+            action="oauth2.revoke_replaced_failed",
+            target_type="secret",
+            target_name=secret.name,
+            detail={"reason": str(exc)[:300]},
+        )
+        return reason
+    audit_record(acting_user=acting_user, action="oauth2.revoke_replaced", target_type="secret", target_name=secret.name)
+    return None
 
 
 def oauth2_connection_refresh(*, secret: Secret, acting_user=None) -> OAuth2Connection:

@@ -19,6 +19,7 @@ from secrets_app.exceptions import ProbeFailed, RevocationFailed, SecretInUse, V
 from secrets_app.kinds import SECRET_KINDS
 from secrets_app.kinds.base import CleanedSecret, ProbeResult, SecretKind
 from secrets_app.models import OAuth2Connection, Secret
+from secrets_app.selectors import secret_rename_consequences
 from secrets_app.services.audit import audit_record
 
 
@@ -137,7 +138,16 @@ def secret_update(
 
 
 @transaction.atomic
-def secret_rename(*, secret: Secret, name: str, acting_user=None) -> None:
+def secret_rename(*, secret: Secret, name: str, acting_user=None, force: bool = False) -> None:
+    """Rename a secret, only knowingly when that breaks or changes something else.
+
+    Flows and templates name secrets, and an OAuth2 secret's redirect URI holds its name,
+    so a rename that has consequences (``selectors.secret_rename_consequences``: flows that
+    name it, a redirect URI to register again) is refused with a ValidationError on
+    ``name`` listing them, unless ``force``: every path that renames (the admin after its
+    "I understand" confirmation, scripts, the API) has to say it accepts them, and the
+    audit row records what was accepted.
+    """
     access.require_manage(acting_user, secret)
     old = secret.name
     name = _validate_name(name)
@@ -145,10 +155,17 @@ def secret_rename(*, secret: Secret, name: str, acting_user=None) -> None:
         return
     if Secret.objects.filter(name=name).exclude(pk=secret.pk).exists():
         raise ValidationError({"name": f"A secret named {name!r} already exists."})
+    consequences = secret_rename_consequences(secret=secret, name=name)
+    if consequences and not force:
+        raise ValidationError({"name": [f"Renaming {old!r} to {name!r} needs confirming:", *consequences]})
     secret.name = name
     secret.save(update_fields=["name", "updated_at"])
     audit_record(
-        acting_user=acting_user, action="secret.rename", target_type="secret", target_name=name, detail={"from": old}
+        acting_user=acting_user,
+        action="secret.rename",
+        target_type="secret",
+        target_name=name,
+        detail={"from": old, **({"accepted": consequences} if consequences else {})},
     )
 
 

@@ -209,3 +209,16 @@ class TestExportAndUninstall:
         assert "slug: notes" in capsys.readouterr().out
         call_command("app", "uninstall", "notes")
         assert not App.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConfigAsCode:
+    def test_export_leaves_apps_to_app_export_and_apply_leaves_connections_alone(self, notes_api):
+        from project.config_as_code import ConfigError, config_apply, config_export
+
+        app = app_install(manifest=manifest_parse(notes_manifest(notes_api.url))).app
+        connection = connection_create(app=app, data={"api_key": "key-ann"})
+        exported = config_export()
+        assert connection.secret.name not in str(exported) and "notes/" not in str(exported)
+        with pytest.raises(ConfigError, match="connection of the app 'notes'"):
+            config_apply({"secrets": {connection.secret.name: {"kind": "generic", "public": {"a": "b"}}}})

@@ -107,6 +107,24 @@ def test_an_oauth2_secret_is_refreshed_before_use(connected, provider, local_ser
     assert token not in json.dumps(run.step_runs.get().output)
 
 
+def test_the_first_failure_after_a_revoked_grant_names_the_secret_in_the_step_error(connected, provider, local_server):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import RefreshToken
+
+    from secrets_app.models import OAuth2Connection
+
+    secret = connected()
+    for refresh_token in RefreshToken.objects.all():
+        refresh_token.revoke()  # the user removed the application at the provider
+    OAuth2Connection.objects.filter(secret=secret).update(expires_at=timezone.now() - timedelta(seconds=5))
+    run = execute(http_flow(url=local_server.url, secret="crm"))
+    assert run.status == "failed"
+    assert "OAuth2 secret 'crm' needs re-authorization: " in run.error and "invalid_grant" in run.error
+    assert "OAuth2 secret 'crm' needs re-authorization: " in run.step_runs.get().error
+
+
 def test_a_url_that_is_not_http_is_refused_on_save(db):
     with pytest.raises(ValidationError) as error:
         step_spec_from_data({"key": "c", "kind": "http_request", "url": "file:///etc/passwd"})

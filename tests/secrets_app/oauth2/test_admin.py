@@ -1,5 +1,6 @@
 """The OAuth2 pages of the admin: redirect URI, manage tokens, connections manager."""
 
+import re
 from datetime import timedelta
 from html import unescape
 
@@ -228,3 +229,51 @@ def test_a_person_connects_an_account_from_the_admin(oauth2_secret, owner, provi
     assert page.inner_text("#oauth2-access-token") == "present"
     assert page.inner_text("#oauth2-refresh-token") == "present"
     screenshot(page, "oauth2-connected", walkthrough=True)
+
+
+def test_the_add_form_shows_the_chosen_presets_notes(admin_client):
+    page = admin_client.get(reverse("admin:secrets_app_secret_add") + "?kind=oauth2&preset=x").content.decode()
+    note = re.search(r'<div class="help choice-note" id="id_preset_note" data-note-for="id_preset">([^<]*)</div>', page)
+    assert note and "offline.access" in unescape(note.group(1))
+
+
+@pytest.mark.browser
+def test_a_person_choosing_a_preset_reads_its_notes(owner, provider, page):
+    admin_login(page, provider.url, OWNER["username"], OWNER["password"])
+    page.goto(f"{provider.url}{reverse('admin:secrets_app_secret_add')}?kind=oauth2")
+    assert page.inner_text("#id_preset_note") == ""
+    page.select_option("#id_preset", "google")
+    assert "access_type=offline" in page.inner_text("#id_preset_note")
+    page.select_option("#id_preset", "notion")
+    assert "No test URL: Every API call needs a Notion-Version header" in page.inner_text("#id_preset_note")
+    screenshot(page, "oauth2-preset-notes")
+
+
+@pytest.mark.browser
+def test_a_person_renaming_a_secret_is_shown_what_breaks_and_confirms(oauth2_secret, owner, provider, page):
+    secret = oauth2_secret("crm")
+    make_flow("reads-crm", [{"key": "me", "kind": "http_request", "url": "https://crm.example.com/me", "secret": "crm"}])
+    admin_login(page, provider.url, OWNER["username"], OWNER["password"])
+    page.goto(f"{provider.url}{reverse('admin:secrets_app_secret_change', args=[secret.pk])}")
+    page.fill("#id_name", "crm-eu")
+    page.click("input[name=_save]")
+    warning = page.inner_text("#rename-warning")
+    assert "flow reads-crm" in warning
+    assert f"from {provider.url}/oauth/crm/callback/ to {provider.url}/oauth/crm-eu/callback/" in warning
+    assert Secret.objects.get(pk=secret.pk).name == "crm"  # nothing renamed yet
+    screenshot(page, "secret-rename-confirmation")
+    page.check("#id_confirm_rename")
+    page.click("input[name=_save]")
+    page.wait_for_url(f"{provider.url}{CHANGELIST}")
+    assert Secret.objects.get(pk=secret.pk).name == "crm-eu"
+
+
+def test_a_rename_without_consequences_needs_no_confirmation(admin_client):
+    from secrets_app.services.secrets import secret_create
+
+    secret = secret_create(name="key", kind="api_token", data={"token": "tok-abcdef-1"})
+    response = admin_client.post(
+        reverse("admin:secrets_app_secret_change", args=[secret.pk]),
+        {"name": "key-2", "token": "", "header": "Authorization", "probe_url": ""},
+    )
+    assert response.status_code == 302 and Secret.objects.get(pk=secret.pk).name == "key-2"

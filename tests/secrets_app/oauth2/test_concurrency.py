@@ -117,7 +117,7 @@ def test_during_a_provider_outage_waiters_report_the_refreshers_failure_instead_
         outcomes = run_in_threads(4, lambda: access_token_get(Secret.objects.get(pk=secret.pk)))
         assert len(server.requests) == 3  # one refresher and its own retries, not 3 per waiter
         assert all(isinstance(outcome, TokenEndpointUnavailable) for outcome in outcomes), outcomes
-        assert {str(outcome) for outcome in outcomes} == {"The token endpoint answered HTTP 503."}
+        assert {str(outcome) for outcome in outcomes} == {"OAuth2 secret 'flaky': The token endpoint answered HTTP 503."}
     finally:
         server.stop()
 

@@ -80,3 +80,30 @@ def test_extra_parameters_cannot_replace_the_ones_flowgate_sets(db):
             },
         )
     assert "redirect_uri" in error.value.message_dict["extra_authorize_params"][0]
+
+
+@pytest.mark.parametrize("slug", sorted(REQUIRED_PROVIDERS))
+def test_every_preset_gives_a_test_url_or_says_why_not(slug):
+    preset = presets()[slug]
+    assert bool(preset.get("test_url")) != bool(preset.get("no_test_url"))  # the schema holds it to one
+    if preset.get("userinfo_url"):
+        assert preset.get("test_url") == preset["userinfo_url"]  # userinfo is the cheapest "who am I"
+
+
+def test_a_preset_without_a_test_url_or_a_reason_is_refused_by_the_schema():
+    import json
+
+    import jsonschema
+
+    from secrets_app.oauth2.providers import HERE
+
+    schema = json.loads((HERE / "providers.schema.json").read_text())
+    untested = {"label": "P", "token_url": "https://p.example/token", "client_auth": "post", "notes": "n"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"p": untested}, schema)
+    jsonschema.validate({"p": {**untested, "no_test_url": "It has none."}}, schema)
+
+
+def test_a_preset_fills_the_test_url(db):
+    secret = secret_create(name="gh", kind="oauth2", data={"preset": "github", "client_id": "c", "client_secret": "s-1234"})
+    assert secret.config["test_url"] == "https://api.github.com/user"

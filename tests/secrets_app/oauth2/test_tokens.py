@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 from celery.signals import before_task_publish
 from django.utils import timezone
+import requests
 from oauth2_provider.models import AccessToken, RefreshToken
 
 from project import outbound
@@ -15,6 +16,7 @@ from secrets_app import api, signals
 from secrets_app.exceptions import NotConnected, ReauthorizationRequired, TokenEndpointUnavailable
 from secrets_app.models import AuditEvent, OAuth2Connection, Secret
 from secrets_app.services.oauth2 import oauth2_connection_revoke, oauth2_due_refreshes_schedule
+from secrets_app.oauth2.client import OAuth2Hooks
 from secrets_app.services.secrets import secret_create, secret_delete, secret_update
 from secrets_app.tasks import oauth2_refresh_connection, oauth2_refresh_due_connections
 from tests.servers import RecordingServer, Reply, TricklingServer
@@ -36,6 +38,18 @@ def call_api(secret_name, server):
 
 def bearer(request):
     return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+
+def stop_clock(monkeypatch, at: datetime) -> None:
+    """Django's clock stands still at ``at`` (the vault's and the provider's, one process)."""
+    monkeypatch.setattr(timezone, "now", lambda: at)
+
+
+def revoke_grants_at_the_provider():
+    """What the provider does when the user removes the application: every refresh token
+    (and its access token) revoked, by django-oauth-toolkit itself."""
+    for refresh_token in RefreshToken.objects.filter(revoked__isnull=True):
+        refresh_token.revoke()
 
 
 class TestRefreshOnUse:
@@ -102,6 +116,80 @@ class TestRefreshOnUse:
             api_server.stop()
 
 
+@pytest.fixture
+def thirty_second_tokens(settings):
+    """The provider issues access tokens that live 30 seconds, half the default 60 s leeway."""
+    # The provider's views keep their oauthlib server (and its token lifetime) unless told to reload.
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "ACCESS_TOKEN_EXPIRE_SECONDS": 30,
+        "ALWAYS_RELOAD_OAUTHLIB_CORE": True,
+    }
+    settings.FLOWGATE_OAUTH2_REFRESH_LEEWAY_SECONDS = 60
+
+
+class TestShortLivedTokens:
+    """The leeway is at most a third of the lifetime the provider gave at issue."""
+
+    def test_a_token_just_issued_is_used_however_often_without_a_refresh(
+        self, thirty_second_tokens, connected, provider, local_server, monkeypatch
+    ):
+        secret = connected()
+        issued = stored(secret)
+        assert issued.expires_in == 30
+        stop_clock(monkeypatch, issued.last_refreshed_at + timedelta(seconds=1))
+        for _ in range(10):
+            call_api("crm", local_server)
+        assert provider.log.grants("refresh_token") == []
+        assert {bearer(request) for request in local_server.requests} == {issued.tokens["access_token"]}
+
+    def test_it_is_refreshed_once_when_a_third_of_its_lifetime_is_left(
+        self, thirty_second_tokens, connected, provider, local_server, monkeypatch
+    ):
+        secret = connected()
+        issued = stored(secret)
+        stop_clock(monkeypatch, issued.expires_at - timedelta(seconds=9))
+        for _ in range(5):
+            call_api("crm", local_server)
+        assert len(provider.log.grants("refresh_token")) == 1
+        assert bearer(local_server.last) == stored(secret).tokens["access_token"] != issued.tokens["access_token"]
+
+    def test_a_401_still_refreshes_a_token_just_issued_exactly_once(
+        self, thirty_second_tokens, connected, provider, monkeypatch
+    ):
+        secret = connected()
+        issued = stored(secret)
+        stop_clock(monkeypatch, issued.last_refreshed_at + timedelta(seconds=1))
+        api_server = RecordingServer(
+            lambda request: Reply(status=401 if bearer(request) == issued.tokens["access_token"] else 200, body={})
+        )
+        try:
+            assert call_api("crm", api_server).status_code == 200
+            assert call_api("crm", api_server).status_code == 200
+        finally:
+            api_server.stop()
+        assert len(provider.log.grants("refresh_token")) == 1
+        assert [bearer(request) for request in api_server.requests] == [
+            issued.tokens["access_token"],
+            *[stored(secret).tokens["access_token"]] * 2,
+        ]
+
+    def test_the_proactive_refresh_keeps_to_the_same_share_of_the_lifetime(self, thirty_second_tokens, connected):
+        issued = stored(connected())
+        assert issued.expires_at - timedelta(seconds=10) <= issued.next_refresh_at
+        assert issued.next_refresh_at <= issued.expires_at - timedelta(seconds=5)
+
+    def test_a_token_stored_before_lifetimes_were_kept_uses_the_configured_leeway(
+        self, connected, provider, local_server, settings
+    ):
+        settings.FLOWGATE_OAUTH2_REFRESH_LEEWAY_SECONDS = 60
+        secret = connected()
+        OAuth2Connection.objects.filter(secret=secret).update(expires_in=None)
+        expire(secret, in_seconds=50)
+        call_api("crm", local_server)
+        assert len(provider.log.grants("refresh_token")) == 1
+
+
 class TestFailures:
     def test_invalid_grant_needs_reauthorization_and_says_so(self, connected, provider, local_server):
         secret = connected()
@@ -124,6 +212,30 @@ class TestFailures:
         with pytest.raises(ReauthorizationRequired, match="needs re-authorization"):
             call_api("crm", local_server)
         assert len(provider.log.grants("refresh_token")) == 1  # no retries after the grant died
+
+    def test_the_first_failure_after_the_grant_was_revoked_names_the_secret(self, connected, provider, local_server):
+        secret = connected()
+        revoke_grants_at_the_provider()
+        expire(secret)
+        with pytest.raises(ReauthorizationRequired) as first:
+            call_api("crm", local_server)
+        assert str(first.value).startswith("OAuth2 secret 'crm' needs re-authorization: ")
+        assert "invalid_grant" in str(first.value)
+        assert stored(secret).last_error == str(first.value)
+        with pytest.raises(ReauthorizationRequired) as again:
+            call_api("crm", local_server)
+        assert str(again.value) == str(first.value)  # the same words every time
+
+    def test_a_transient_failure_names_the_secret_too(self, db):
+        server = RecordingServer(lambda request: Reply(status=503))
+        try:
+            secret = token_endpoint_secret(server)
+            with pytest.raises(TokenEndpointUnavailable) as failure:
+                call_api("flaky", server)
+        finally:
+            server.stop()
+        assert str(failure.value) == "OAuth2 secret 'flaky': The token endpoint answered HTTP 503."
+        assert stored(secret).last_error == str(failure.value)
 
     def test_fixing_the_client_secret_after_invalid_client_lets_the_stored_refresh_token_work_again(
         self, connected, provider, local_server
@@ -317,6 +429,69 @@ class TestRevocation:
         assert stored(secret).status == "connected"
 
 
+def refresh_at_the_provider(provider, refresh_token: str) -> requests.Response:
+    """Spend ``refresh_token`` at the provider's token endpoint, as the client would."""
+    return requests.post(
+        provider.token_url,
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        auth=("client-crm", "provider-client-secret-crm-0123456789"),
+        timeout=30,
+    )
+
+
+class GrantEndingHooks(OAuth2Hooks):
+    """A provider where revoking one token ends the account's whole grant (Google)."""
+
+    revocation_ends_the_grant = True
+
+
+class TestReconnecting:
+    def test_reconnecting_revokes_the_replaced_refresh_token_at_the_provider(self, connected, browser, provider):
+        secret = connected()
+        replaced = stored(secret).tokens["refresh_token"]
+        provider.log.clear()
+        assert browser.connect("crm").status_code == 302
+        current = stored(secret)
+        assert current.status == "connected" and current.tokens["refresh_token"] != replaced
+        assert [entry.token_type_hint for entry in provider.log.revocations()] == ["refresh_token"]
+        refused = refresh_at_the_provider(provider, replaced)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+        assert AuditEvent.objects.filter(action="oauth2.revoke_replaced", target_name="crm").exists()
+        # the new grant was left alone
+        provider.log.clear()
+        expire(secret)
+        userinfo = outbound.request("GET", provider.userinfo_url, auth=api.auth_for("crm"))
+        assert userinfo.status_code == 200 and len(provider.log.grants("refresh_token")) == 1
+
+    def test_a_failed_revocation_is_reported_and_keeps_the_new_connection(self, connected, browser, provider):
+        down = RecordingServer(lambda request: Reply(status=503))
+        try:
+            secret = connected(revocation_url=f"{down.url}/revoke")
+            replaced = stored(secret).tokens["refresh_token"]
+            callback = browser.connect("crm")
+            assert callback.status_code == 302
+            page = browser.get(callback.headers["Location"]).text
+        finally:
+            down.stop()
+        assert "could not be revoked at the provider" in page and "HTTP 503" in page
+        current = stored(secret)
+        assert current.status == "connected" and current.tokens["refresh_token"] != replaced
+        assert current.last_error == ""
+        failed = AuditEvent.objects.get(action="oauth2.revoke_replaced_failed", target_name="crm")
+        assert "HTTP 503" in failed.detail["reason"] and replaced not in str(failed.detail)
+        assert refresh_at_the_provider(provider, replaced).status_code == 200  # alive, as reported
+
+    def test_where_revoking_ends_the_whole_grant_the_same_accounts_old_token_is_left_alone(
+        self, connected, browser, provider, settings
+    ):
+        settings.FLOWGATE_OAUTH2_HOOK_MODULES = ["tests.secrets_app.oauth2."]
+        secret = connected(hooks=f"{__name__}.GrantEndingHooks")
+        provider.log.clear()
+        assert browser.connect("crm").status_code == 302
+        assert provider.log.revocations() == []
+        assert stored(secret).status == "connected"
+
+
 class TestClientCredentials:
     def test_a_token_is_fetched_when_needed_and_again_after_expiry(self, provider, local_server, owner):
         from tests.provider import provider_application
@@ -440,7 +615,7 @@ class TestProactiveRefresh:
         from secrets_app.oauth2.tokens import next_refresh_at
 
         expires = timezone.now() + timedelta(hours=1)
-        times = [next_refresh_at(pk, expires) for pk in range(1, 1001)]
+        times = [next_refresh_at(pk, expires, 3600) for pk in range(1, 1001)]
         leads = sorted((expires - moment).total_seconds() for moment in times)
         assert 449 <= leads[0] and leads[-1] <= 900  # between half the window and the window
         assert len({round(lead) for lead in leads}) > 300  # not all at once
