@@ -127,7 +127,12 @@ def _token_request(grant: dict[str, str], client_auth: str) -> list[dict[str, An
 
 
 def standard_operation_flows(app: App) -> dict[str, dict[str, Any]]:
-    """The three operations as the standard ones do them, as manifest flows of ``app``."""
+    """The three operations as the standard ones do them, as manifest flows of ``app``.
+
+    The client authenticates as the app's connections do now. What a provider's hooks
+    class (a preset's quirks, in Python) changes is not in them: those flows are where
+    that is now written.
+    """
     settings = connection_secret_data(app)
     preset = presets().get(settings.get("preset") or "", {})
     client_auth = settings.get("client_auth") or preset.get("client_auth") or "basic"
