@@ -22,7 +22,13 @@ from django.utils.html import escape
 
 from flows_app.models import ClientPolicy, EndpointTrigger, Flow, ScheduleTrigger, Step, comma_list
 from flows_app.services.access import access_problems, step_access_problems
-from flows_app.services.flows import flow_error_handler_check, flow_steps_check, step_permission_check, step_secret_check
+from flows_app.services.flows import (
+    flow_error_handler_check,
+    flow_steps_check,
+    step_for_each_errors,
+    step_permission_check,
+    step_secret_check,
+)
 from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec
 from flows_app.services.triggers import (
     endpoint_auth_clean,
@@ -43,6 +49,9 @@ COMMON_STEP_FIELDS = [
     "timeout_seconds",
     "on_error",
     "error_step_key",
+    "for_each",
+    "for_each_concurrency",
+    "for_each_errors",
 ]
 COMMON_ENDPOINT_FIELDS = [
     "path",
@@ -221,6 +230,12 @@ class StepForm(KindConfigForm):
             self.add_error("secret" if secret else None, f"{self.label()}: {problem}")
         if cleaned.get("on_error") == Step.OnError.GOTO and not cleaned.get("error_step_key"):
             self.add_error("error_step_key", f"{self.label()}: name the step to go to.")
+        fan_out = step_for_each_errors(
+            kind_class, cleaned.get("for_each", ""), cleaned.get("for_each_concurrency"), cleaned.get("for_each_errors")
+        )
+        for name, messages in fan_out.items():
+            for message in messages if name in cleaned else ():  # else the field's own check said why
+                self.add_error(name, f"{self.label()}: {message}")
         return cleaned
 
 
