@@ -156,9 +156,14 @@ class Engine:
         with _Heartbeat(run.pk, self.owner) as heartbeat:
             self._run(run, heartbeat=heartbeat)
 
-    def run_inline(self, run: FlowRun, *, timeout: float) -> Any:
-        """Run ``run`` (created RUNNING under this engine's lease) here and now; its output."""
-        return self._run(run, heartbeat=None, timeout=timeout)
+    def run_inline(
+        self, run: FlowRun, *, timeout: float, redactor: Redactor | None = None, output_secrets=None
+    ) -> Any:
+        """Run ``run`` (created RUNNING under this engine's lease) here and now; its output.
+
+        ``output_secrets(output)`` names secrets the run produces: its history waits for its
+        end, when they are known and masked (``flow_run_inline``)."""
+        return self._run(run, heartbeat=None, redactor=redactor, timeout=timeout, output_secrets=output_secrets)
 
     def _claim(self, run_id: int) -> FlowRun | None:
         now = timezone.now()
@@ -252,7 +257,15 @@ class Engine:
             return order[0] if order else ""
         return last.next_step_key
 
-    def _run(self, run: FlowRun, *, heartbeat: _Heartbeat | None, redactor: Redactor | None = None, timeout: float | None = None) -> Any:
+    def _run(
+        self,
+        run: FlowRun,
+        *,
+        heartbeat: _Heartbeat | None,
+        redactor: Redactor | None = None,
+        timeout: float | None = None,
+        output_secrets=None,
+    ) -> Any:
         flow = run.flow
         steps = list(flow.steps.select_related("secret").order_by("position", "id"))
         by_key = {step.key: step for step in steps}
@@ -270,7 +283,9 @@ class Engine:
         last_output: Any = history[-1].output if history else None
         response: dict[str, Any] | None = None  # a last step's answer, written with the run's end
 
-        def flush():
+        def flush(*, ending: bool = True):
+            if output_secrets is not None and not ending:
+                return  # written at the end, once the secrets in the output are known
             for record in pending:
                 record.input = stored.capped(redactor.data(record.input))
                 record.output, record.raw_output = stored.kept(record.output, redactor)
@@ -283,6 +298,8 @@ class Engine:
             pending.clear()
 
         def finish(status: str, error: str = "") -> Any:
+            if output_secrets is not None:
+                redactor.add(*output_secrets(last_output))
             flush()
             self._finish(
                 run, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
@@ -312,7 +329,7 @@ class Engine:
             kind = STEP_KINDS.get(step.kind)
             effectful = kind is None or not kind.pure or bool(step.for_each)  # a fan-out's items read the history
             if pending and effectful:
-                flush()  # the history shows what ran before a step that may take a while
+                flush(ending=False)  # the history shows what ran before a step that may take a while
             attempt = attempts.get(step.key, 0) + 1
             started = timezone.now()
             rendered: dict[str, Any] = {}
@@ -364,7 +381,7 @@ class Engine:
                         self._respond(run, response)
                         response = None
                 if effectful:
-                    flush()
+                    flush(ending=False)
                 continue
             record.status, record.error, record.output = StepRun.Status.FAILED, str(failure), jsonable(failure.output)
             record.logs = (failure.output or {}).get("logs", "") if isinstance(failure.output, dict) else ""
@@ -376,7 +393,7 @@ class Engine:
                 delay = self._backoff(step, attempt, failure.retry_after)
                 record.next_step_key = step.key
                 pending.append(record)
-                flush()
+                flush(ending=False)
                 attempts[step.key] = attempt
                 # A called flow runs inside its caller's task: it waits there, never parked alone.
                 if delay < remaining and (delay <= INLINE_RETRY_SECONDS or run.parent_run_id):
@@ -384,6 +401,7 @@ class Engine:
                     continue
                 if run.parent_run_id:  # its retry would come after the deadline
                     return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
+                flush()  # what waited for the end (nothing, unless the run names output secrets)
                 self._park(run, delay)
                 return None
             data["steps"][step.key] = {"error": str(failure), "output": record.output}
@@ -397,7 +415,7 @@ class Engine:
                 return finish(FlowRun.Status.FAILED, f"Step {step.key!r} failed: {failure}")
             record.next_step_key = next_key
             pending.append(record)
-            flush()
+            flush(ending=False)
         return finish(FlowRun.Status.SUCCEEDED)
 
     def step_context(

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
@@ -52,6 +53,11 @@ def _json(value: Any) -> str:
 
 def _from_json(text: str) -> Any:
     return jsonsafe.loads(text)
+
+
+def _from_form(text: str) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` text as a mapping (a repeated name: its last value)."""
+    return dict(parse_qsl(text or "", keep_blank_values=True, max_num_fields=1000))
 
 
 def _b64encode(value: str | bytes) -> str:
@@ -147,6 +153,7 @@ def _environment() -> FlowgateSandbox:
         {
             "tojson": _json,
             "fromjson": _from_json,
+            "fromform": _from_form,
             "b64encode": _b64encode,
             "b64decode": _b64decode,
             "datetime": _datetime_format,

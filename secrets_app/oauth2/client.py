@@ -18,7 +18,7 @@ import email.utils
 import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -76,6 +76,9 @@ class OAuth2Config:
     pkce: bool
     require_iss: bool
     hooks: str
+    #: operation -> flow slug (``secrets_app.oauth2.operations``), and the secret they run for
+    operations: dict[str, str] = field(default_factory=dict)
+    secret: Any = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         return f"<OAuth2Config {self.name!r}>"
@@ -103,6 +106,8 @@ class OAuth2Config:
             pkce=config.get("pkce", True),
             require_iss=config.get("require_iss", False),
             hooks=config.get("hooks", "") or DEFAULT_HOOKS,
+            operations=dict(config.get("operations", {})),
+            secret=secret,
         )
 
 
@@ -223,7 +228,13 @@ class OAuth2Hooks:
         )
 
     def exchange_code(
-        self, config: OAuth2Config, *, code: str, redirect_uri: str, code_verifier: str | None
+        self,
+        config: OAuth2Config,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None,
+        callback: Mapping[str, str] | None = None,  # the whole redirect, for hooks that read more
     ) -> TokenResult:
         session = self.session(config, redirect_uri=redirect_uri, scope=config.scope.split() or None)
         auth, body = self.client_authentication(config)
@@ -349,8 +360,14 @@ def _json_error(response: requests.Response) -> str:
 
 
 def hooks_for(config: OAuth2Config) -> OAuth2Hooks:
-    """The hooks class named on the secret, instantiated."""
-    return load_hooks_class(config.hooks)()
+    """The hooks class named on the secret, instantiated; operations it names as flows
+    replace theirs (``secrets_app.oauth2.operations``)."""
+    hooks = load_hooks_class(config.hooks)()
+    if config.operations:
+        from secrets_app.oauth2.operations import OperationHooks
+
+        return OperationHooks(hooks, config)
+    return hooks
 
 
 def load_hooks_class(dotted_path: str) -> type[OAuth2Hooks]:
