@@ -50,6 +50,8 @@ PERMANENT_ERRORS = frozenset(
     {"invalid_grant", "invalid_client", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
 )
 MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
+#: The secrets of a token response: never kept as token data, whatever a preset names.
+TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token"})
 DEFAULT_HOOKS = "secrets_app.oauth2.client.OAuth2Hooks"
 
 
@@ -76,6 +78,8 @@ class OAuth2Config:
     pkce: bool
     require_iss: bool
     hooks: str
+    token_data_fields: tuple[str, ...] = ()
+    refresh_token_idle_days: int | None = None
 
     def __repr__(self) -> str:
         return f"<OAuth2Config {self.name!r}>"
@@ -103,6 +107,8 @@ class OAuth2Config:
             pkce=config.get("pkce", True),
             require_iss=config.get("require_iss", False),
             hooks=config.get("hooks", "") or DEFAULT_HOOKS,
+            token_data_fields=tuple(config.get("token_data_fields") or ()),
+            refresh_token_idle_days=config.get("refresh_token_idle_days"),
         )
 
 
@@ -112,6 +118,8 @@ class TokenResult:
 
     ``refresh_token`` is None when the provider sent none (the stored one is kept);
     ``scope`` is None when the provider did not say (the requested scope was granted).
+    ``extra``: what flows need of the answer besides the tokens (``token_data_fields``, and
+    what a provider's hooks add); ``refresh_token_expires_in``: seconds, when the provider says.
     """
 
     token: str
@@ -122,6 +130,7 @@ class TokenResult:
     token_type: str = "Bearer"
     identity_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    refresh_token_expires_in: float | None = None
 
     def __repr__(self) -> str:
         return f"<TokenResult expires_in={self.expires_in} refresh_token={'yes' if self.refresh_token else 'no'}>"
@@ -170,6 +179,7 @@ class OAuth2Hooks:
         if isinstance(scope, (list, tuple)):
             scope = " ".join(scope)
         expires_in = token.get("expires_in")
+        refresh_expires_in = token.get("refresh_token_expires_in")
         return TokenResult(
             token=token["access_token"],
             refresh_token=token.get("refresh_token") or None,
@@ -177,6 +187,12 @@ class OAuth2Hooks:
             scope=scope,
             id_token=token.get("id_token"),
             token_type=str(token.get("token_type") or "Bearer"),
+            extra={
+                name: token[name]
+                for name in config.token_data_fields
+                if name in token and name not in TOKEN_FIELDS and isinstance(token[name], (str, int, float, bool))
+            },
+            refresh_token_expires_in=float(refresh_expires_in) if str(refresh_expires_in or "").isdigit() else None,
         )
 
     def session(
