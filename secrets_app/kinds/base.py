@@ -176,6 +176,10 @@ class SecretKind:
     def password(self) -> str:
         raise self.refuse("get_password needs an api_token or basic_auth secret")
 
+    def access_token(self) -> str:
+        """The raw access token, for a scheme other than Bearer (``Vault.get_access_token``)."""
+        raise self.refuse("get_access_token needs an oauth2 secret")
+
     def probe(self) -> ProbeResult:
         raise self.refuse("it has nothing to test")
 

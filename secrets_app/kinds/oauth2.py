@@ -299,6 +299,11 @@ class OAuth2(SecretKind):
     def probe(self):
         return self.http_probe(self.value("test_url"))
 
+    def access_token(self) -> str:
+        from secrets_app.oauth2.tokens import access_token_get
+
+        return access_token_get(self.secret)
+
     def identity(self) -> str:
         from secrets_app.oauth2.tokens import connection_for
 
