@@ -145,14 +145,20 @@ def notice_receivers_connect() -> None:
         signal.connect(_receiver(event), sender=Secret, weak=False, dispatch_uid=f"apps_app.notices.{event}")
 
 
+def notice_flow_check(flow_slug: str) -> str:
+    """``flow_slug`` stripped, when blank or a flow's: ValidationError otherwise."""
+    flow_slug = flow_slug.strip()
+    if flow_slug and not Flow.objects.filter(slug=flow_slug).exists():
+        raise ValidationError({"notice_flow": f"There is no flow {flow_slug!r}."})
+    return flow_slug
+
+
 def app_notice_flow_set(*, app: App, flow_slug: str, acting_user=None) -> App:
     """Set the flow run for notices about ``app``'s connections ('' for the global default).
 
     ValidationError when no flow has that slug; nothing is saved then.
     """
-    flow_slug = flow_slug.strip()
-    if flow_slug and not Flow.objects.filter(slug=flow_slug).exists():
-        raise ValidationError({"notice_flow": f"There is no flow {flow_slug!r}."})
+    flow_slug = notice_flow_check(flow_slug)
     with transaction.atomic():
         App.objects.filter(pk=app.pk).update(notice_flow=flow_slug)
         audit_record(

@@ -197,6 +197,7 @@ def oauth2_app_manifest(server_url: str) -> str:
           authorize_url: {server_url}/authorize
           token_url: {server_url}/token
           client_auth: post
+          refresh_token_idle_days: 30
         flows:
           on-notice:
             public: true
@@ -223,6 +224,8 @@ class TestAppNotices:
                 identity="ann@crm.example",
                 connected=True,
             )
+            reconnect_by = stored(secret).reconnect_by  # the manifest's idle-expiry rule
+            assert timezone.now() + timedelta(days=29) < reconnect_by <= timezone.now() + timedelta(days=30)
             expire(secret)
             with pytest.raises(ReauthorizationRequired):
                 access_token_get(secret)
@@ -244,6 +247,14 @@ class TestAppNotices:
         with pytest.raises(ValidationError, match="There is no flow 'nope'"):
             app_notice_flow_set(app=app, flow_slug="nope")
         assert App.objects.get(pk=app.pk).notice_flow == ""
+
+    def test_the_admin_form_checks_the_notice_flow_as_the_service_does(self):
+        from apps_app.notice_admin import AppNoticeFlowForm
+
+        app = app_install(manifest=manifest_parse(oauth2_app_manifest("https://crm.example"))).app
+        refused = AppNoticeFlowForm(instance=app, data={"notice_flow": "nope"})
+        assert not refused.is_valid() and refused.errors["notice_flow"] == ["There is no flow 'nope'."]
+        assert AppNoticeFlowForm(instance=app, data={"notice_flow": " crm/on-notice "}).is_valid()
 
 
 class TestExpiringRefreshTokens:
