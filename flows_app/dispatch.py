@@ -32,3 +32,13 @@ def runs_send_again(run_ids: Iterable[int]) -> None:
     FlowRun.objects.filter(pk__in=run_ids).update(dispatched_at=timezone.now())
     for run_id in run_ids:
         flow_run_execute.apply_async(args=[run_id], queue=housekeeping_queue())
+
+
+def enqueue_item_lanes(run_id: int, step_key: str, count: int, *, again: bool = False) -> None:
+    """Send ``count`` tasks that run the items of the run's ``for_each`` step (``flows_app.fanout``);
+    ``again`` (a lane died) on the housekeeping queue."""
+    from flows_app.tasks import flow_run_items_execute
+
+    queue = {"queue": housekeeping_queue()} if again else {}
+    for _ in range(count):
+        flow_run_items_execute.apply_async(args=[run_id, step_key], **queue)

@@ -23,6 +23,9 @@ retried up to its ``max_attempts`` with exponential backoff and jitter, honourin
 schedule the task again, freeing the worker. A called flow always waits in place, inside
 its caller's task.
 
+Fan-out. A step with ``for_each`` runs once per item across workers (``flows_app.fanout``):
+the run parks (``waiting``) while its items run and is sent again when they are done.
+
 Redaction. Every secret value the run touches is registered in its ``Redactor`` and
 masked in what is stored: step inputs, outputs, errors, logs, the run's output.
 """
@@ -40,13 +43,14 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from flows_app import metrics, notify, stored
+from flows_app import fanout, metrics, notify, stored
 from flows_app.app_settings import flow_settings
 from flows_app.dispatch import enqueue_run
 from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secrets, flow_run_refusal
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import STOP, StepContext, StepError, StepResult
+from flows_app.stored import jsonable, restore
 from project.backoff import retry_delay
 from project.heartbeat import Heartbeat
 from secrets_app.api import Vault
@@ -57,19 +61,6 @@ logger = logging.getLogger(__name__)
 
 MAX_CALL_DEPTH = 5
 INLINE_RETRY_SECONDS = 2.0
-
-
-def jsonable(value: Any) -> Any:
-    """What can be stored in a JSON column: datetimes as ISO text, tuples as lists."""
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 class SecretsInTemplates:
@@ -275,39 +266,11 @@ class Engine:
         by_key = {step.key: step for step in steps}
         order = [step.key for step in steps]
         redactor = redactor if redactor is not None else Redactor()
-        bindings = flow_bound_secrets(flow)
-        connection = run.connection if run.connection_id else None
-        if connection is not None:
-            bindings.append(connection)  # checked against the flow's owner below, like every binding
-        bound = [secret.name for secret in bindings]
-        if unrecorded := {secret.pk for secret in bindings} - set(run.secret_ids):
-            # Its start read the bindings from a cache a save in another process had not
-            # cleared yet: the run history must still know every secret the run may touch.
-            run.secret_ids = sorted(set(run.secret_ids) | unrecorded)
-            FlowRun.objects.filter(pk=run.pk).update(secret_ids=run.secret_ids)
-        # The run acts for the flow's owner and reaches only the flow's bindings.
-        vault = Vault(acting_user=flow.owner, actor_label=f"flow run {run.pk}", redactor=redactor, allowed=bound, cache=True)
-        data: dict[str, Any] = {
-            "trigger": run.input,
-            "steps": {},
-            "run": {"id": run.pk, "trigger": run.trigger, "flow": flow.slug},
-            "secrets": SecretsInTemplates(vault),
-            "connection": ConnectionInTemplates(vault, connection) if connection is not None else NoConnection(),
-        }
+        data, vault, bindings = self.run_data(run, redactor)
         # A run taken up for the first time has no checkpoints, unless it re-runs another.
         first_pickup = run.pickups == 1 and not run.rerun_of_id
         history = [] if first_pickup else list(run.step_runs.order_by("id"))
-        attempts: dict[str, int] = {}
-        for previous in history:  # the checkpoint: outputs so far, and attempts of a step awaiting retry
-            if previous.raw_output is not None:
-                redactor.learn(previous.raw_output, previous.output)
-            value = previous.raw_output if previous.raw_output is not None else previous.output
-            if previous.status == StepRun.Status.SUCCEEDED:
-                data["steps"][previous.step_key], attempts[previous.step_key] = value, 0
-            else:
-                attempts[previous.step_key] = previous.attempt
-                if previous.next_step_key != previous.step_key:
-                    data["steps"][previous.step_key] = {"error": previous.error, "output": value}
+        attempts = restore(history, data, redactor)
         next_key = history[-1].next_step_key if history else (order[0] if order else "")
         flow_seconds = flow.timeout_seconds if timeout is None else min(flow.timeout_seconds, timeout)
         deadline = (run.started_at or timezone.now()) + timedelta(seconds=flow_seconds)
@@ -318,10 +281,7 @@ class Engine:
         def flush():
             for record in pending:
                 record.input = stored.capped(redactor.data(record.input))
-                shown = stored.capped(redactor.data(record.output))
-                if shown != record.output and not stored.is_truncated(shown):
-                    record.raw_output = record.output  # the exact value, for a run that continues later
-                record.output = shown
+                record.output, record.raw_output = stored.kept(record.output, redactor)
                 record.error = redactor.text(record.error)
                 record.logs = redactor.text(record.logs)
             if len(pending) == 1:
@@ -358,7 +318,8 @@ class Engine:
             if remaining <= 0:
                 return finish(FlowRun.Status.FAILED, f"The flow took longer than its timeout of {flow_seconds} s.")
             kind = STEP_KINDS.get(step.kind)
-            if pending and (kind is None or not kind.pure):
+            effectful = kind is None or not kind.pure or bool(step.for_each)  # a fan-out's items read the history
+            if pending and effectful:
                 flush()  # the history shows what ran before a step that may take a while
             attempt = attempts.get(step.key, 0) + 1
             started = timezone.now()
@@ -366,18 +327,14 @@ class Engine:
             try:
                 if kind is None:
                     raise StepError(f"Unknown step kind {step.kind!r}.")
-                rendered = kind.render(step.config, data)
-                context = StepContext(
-                    run=run,
-                    step=step,
-                    config=rendered,
-                    vault=vault,
-                    timeout=min(step.timeout_seconds, remaining),
-                    data=data,
-                    engine=self,
-                    secret_name=self._step_secret_name(step, connection),
-                )
-                result = kind().execute(context)
+                if step.for_each:
+                    rendered = {"for_each": step.for_each}
+                    result = fanout.step_result(self, run, step, data, vault=vault, deadline=deadline)
+                    if result is None:
+                        return None  # parked until its items are done (or another worker owns the run now)
+                else:
+                    rendered = kind.render(step.config, data)
+                    result = kind().execute(self.step_context(run, step, rendered, data, vault, remaining))
             except StepError as exc:
                 failure = exc
             except Exception as exc:  # a bug or an unexpected library error: fail the step, keep the worker
@@ -414,7 +371,7 @@ class Engine:
                     if next_key:
                         self._respond(run, response)
                         response = None
-                if not kind.pure:
+                if effectful:
                     flush()
                 continue
             record.status, record.error, record.output = StepRun.Status.FAILED, str(failure), jsonable(failure.output)
@@ -450,6 +407,45 @@ class Engine:
             pending.append(record)
             flush()
         return finish(FlowRun.Status.SUCCEEDED)
+
+    def step_context(
+        self, run: FlowRun, step: Step, rendered: dict[str, Any], data: dict[str, Any], vault: Vault, remaining: float
+    ) -> StepContext:
+        return StepContext(
+            run=run,
+            step=step,
+            config=rendered,
+            vault=vault,
+            timeout=min(step.timeout_seconds, remaining),
+            data=data,
+            engine=self,
+            secret_name=self._step_secret_name(step, run.connection if run.connection_id else None),
+        )
+
+    def run_data(self, run: FlowRun, redactor: Redactor) -> tuple[dict[str, Any], Vault, list]:
+        """What the run's templates see (its steps' outputs still to restore), the vault the
+        run reaches secrets through, and the flow's bindings."""
+        flow = run.flow
+        bindings = flow_bound_secrets(flow)
+        connection = run.connection if run.connection_id else None
+        if connection is not None:
+            bindings.append(connection)  # admitted for the flow's owner at the start, like every binding
+        bound = [secret.name for secret in bindings]
+        if unrecorded := {secret.pk for secret in bindings} - set(run.secret_ids):
+            # Its start read the bindings from a cache a save in another process had not
+            # cleared yet: the run history must still know every secret the run may touch.
+            run.secret_ids = sorted(set(run.secret_ids) | unrecorded)
+            FlowRun.objects.filter(pk=run.pk).update(secret_ids=run.secret_ids)
+        # The run acts for the flow's owner and reaches only the flow's bindings.
+        vault = Vault(acting_user=flow.owner, actor_label=f"flow run {run.pk}", redactor=redactor, allowed=bound, cache=True)
+        data: dict[str, Any] = {
+            "trigger": run.input,
+            "steps": {},
+            "run": {"id": run.pk, "trigger": run.trigger, "flow": flow.slug},
+            "secrets": SecretsInTemplates(vault),
+            "connection": ConnectionInTemplates(vault, connection) if connection is not None else NoConnection(),
+        }
+        return data, vault, bindings
 
     @staticmethod
     def _step_secret_name(step: Step, connection) -> str | None:

@@ -16,13 +16,18 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import models
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import escape
 
 from flows_app.models import ClientPolicy, EndpointTrigger, Flow, ScheduleTrigger, Step, comma_list
 from flows_app.services.access import access_problems, step_access_problems
-from flows_app.services.flows import flow_error_handler_check, flow_steps_check, step_permission_check, step_secret_check
+from flows_app.services.flows import (
+    flow_error_handler_check,
+    flow_steps_check,
+    step_for_each_errors,
+    step_permission_check,
+    step_secret_check,
+)
 from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec
 from flows_app.services.triggers import (
     endpoint_auth_clean,
@@ -43,6 +48,9 @@ COMMON_STEP_FIELDS = [
     "timeout_seconds",
     "on_error",
     "error_step_key",
+    "for_each",
+    "for_each_concurrency",
+    "for_each_errors",
 ]
 COMMON_ENDPOINT_FIELDS = [
     "path",
@@ -78,11 +86,13 @@ def kind_fieldsets(kinds: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def spec_from_cleaned(spec_class: type, cleaned: dict[str, Any], instance: models.Model, **values: Any):
-    """A spec from a form's cleaned data: spec fields are named after the model's fields.
-    Those the form does not show keep the instance's values (an app's flow stays its app's)."""
+def spec_from_cleaned(spec_class: type, form: forms.ModelForm, **values: Any):
+    """A spec from a valid form: spec fields are named after the model's fields. Those the
+    form does not edit (an app flow's app, a step's ``secret: connection``) keep the
+    instance's value, a new row's default."""
+    cleaned = form.cleaned_data
     names = [item.name for item in dataclasses.fields(spec_class) if item.name not in values]
-    return spec_class(**{name: cleaned[name] if name in cleaned else getattr(instance, name) for name in names}, **values)
+    return spec_class(**{name: cleaned[name] if name in cleaned else getattr(form.instance, name) for name in names}, **values)
 
 
 class FlowForm(forms.ModelForm):
@@ -103,8 +113,7 @@ class FlowForm(forms.ModelForm):
         handler = self.cleaned_data.get("error_handler")
         return spec_from_cleaned(
             FlowSpec,
-            self.cleaned_data,
-            self.instance,
+            self,
             error_handler=handler.slug if handler else "",
             steps=steps,
             endpoints=endpoints,
@@ -173,7 +182,7 @@ class KindConfigForm(forms.ModelForm):
                 self.add_error(target, prefix + message)
 
     def spec(self):
-        return spec_from_cleaned(self.spec_class, self.cleaned_data, self.instance, **{self.config_field: self.config})
+        return spec_from_cleaned(self.spec_class, self, **{self.config_field: self.config})
 
 
 def with_kind_fields(form_class: type[KindConfigForm]) -> type[KindConfigForm]:
@@ -221,6 +230,12 @@ class StepForm(KindConfigForm):
             self.add_error("secret" if secret else None, f"{self.label()}: {problem}")
         if cleaned.get("on_error") == Step.OnError.GOTO and not cleaned.get("error_step_key"):
             self.add_error("error_step_key", f"{self.label()}: name the step to go to.")
+        fan_out = step_for_each_errors(
+            kind_class, cleaned.get("for_each", ""), cleaned.get("for_each_concurrency"), cleaned.get("for_each_errors")
+        )
+        for name, messages in fan_out.items():
+            for message in messages if name in cleaned else ():  # else the field's own check said why
+                self.add_error(name, f"{self.label()}: {message}")
         return cleaned
 
 
@@ -300,7 +315,7 @@ class ScheduleTriggerForm(forms.ModelForm):
 
     def spec(self) -> ScheduleSpec:
         schedule_input = self.cleaned_data.get("input")
-        return spec_from_cleaned(ScheduleSpec, self.cleaned_data, self.instance, input={} if schedule_input is None else schedule_input)
+        return spec_from_cleaned(ScheduleSpec, self, input={} if schedule_input is None else schedule_input)
 
 
 class ClientPolicyForm(forms.ModelForm):

@@ -99,6 +99,11 @@ class Flow(models.Model):
 
 
 class Step(models.Model):
+    class ForEachErrors(models.TextChoices):
+        FAIL = "fail", "The step fails"
+        SKIP = "skip", "Leave failed items out"
+        COLLECT = "collect", "Keep {\"error\": …} for failed items"
+
     class OnError(models.TextChoices):
         STOP = "stop", "Stop the run (failed)"
         CONTINUE = "continue", "Continue with the next step"
@@ -122,6 +127,17 @@ class Step(models.Model):
     timeout_seconds = models.PositiveIntegerField(default=30)
     on_error = models.CharField(max_length=16, choices=OnError.choices, default=OnError.STOP)
     error_step_key = models.CharField(max_length=64, blank=True, help_text="The step to go to when on error is 'go to'.")
+    for_each = models.TextField(
+        blank=True,
+        help_text="A template giving a list: the step runs once per item ({{ item }}, {{ item_index }}), across "
+        "workers, and its output is the list of results in item order. Empty: the step runs once.",
+    )
+    for_each_concurrency = models.PositiveSmallIntegerField(
+        default=4, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="For each: items running at once."
+    )
+    for_each_errors = models.CharField(
+        max_length=8, choices=ForEachErrors.choices, default=ForEachErrors.FAIL, help_text="For each: when items fail."
+    )
 
     class Meta:
         ordering = ["position", "id"]
@@ -315,6 +331,45 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step_key} ({self.status})"
+
+
+class StepItem(models.Model):
+    """One item of a ``for_each`` step (``flows_app.fanout``): its value, its result, and the
+    lease of the worker running it. ``round`` counts the step's earlier visits in the run (a
+    loop may come back to it). A finished item is never run again."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(FlowRun, on_delete=models.CASCADE, related_name="items")
+    step_key = models.CharField(max_length=64)
+    round = models.PositiveIntegerField(default=0)
+    index = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    #: The item exactly as the template gave it (it may hold what a secret revealed).
+    item = EncryptedJSONField(null=True, blank=True, default=None)
+    output = models.JSONField(null=True, blank=True, help_text="Redacted.")
+    raw_output = EncryptedJSONField(null=True, blank=True, default=None)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    pickups = models.PositiveSmallIntegerField(default=0, help_text="How often a worker took this item up.")
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "step_key", "round", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_key", "round", "index"], name="flows_stepitem_unique_index")
+        ]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.step_key}[{self.index}] ({self.status})"
 
 
 class ClientPolicy(models.Model):

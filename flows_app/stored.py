@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from flows_app.app_settings import flow_settings
 from flows_app.models import StepRun
+
+if TYPE_CHECKING:
+    from secrets_app.redaction import Redactor
 
 PREVIEW_CHARS = 2000
 MARKER_KEYS = frozenset({"truncated", "size", "preview"})
@@ -34,6 +38,13 @@ def capped(value: Any) -> Any:
     if size <= limit:
         return value
     return {"truncated": True, "size": size, "preview": text[: min(PREVIEW_CHARS, limit)]}
+
+
+def kept(value: Any, redactor: Redactor) -> tuple[Any, Any]:
+    """What history stores of an output: (redacted and capped, the exact value when masking
+    changed it, for a run that continues later; else None)."""
+    shown = capped(redactor.data(value))
+    return shown, value if shown != value and not is_truncated(shown) else None
 
 
 def is_truncated(value: Any) -> bool:
@@ -52,3 +63,33 @@ def lost_checkpoint_reason(step_runs: Iterable[StepRun]) -> str | None:
                 f"cannot continue from it. Start the run again, or raise the setting."
             )
     return None
+
+
+def jsonable(value: Any) -> Any:
+    """What can be stored in a JSON column: datetimes as ISO text, tuples as lists."""
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def restore(history: list[StepRun], data: dict[str, Any], redactor: Redactor) -> dict[str, int]:
+    """The checkpoint: the outputs so far into ``data["steps"]``, what masking hid taught to
+    ``redactor``; returns the attempts of a step awaiting its retry, by key."""
+    attempts: dict[str, int] = {}
+    for previous in history:
+        if previous.raw_output is not None:
+            redactor.learn(previous.raw_output, previous.output)
+        value = previous.raw_output if previous.raw_output is not None else previous.output
+        if previous.status == StepRun.Status.SUCCEEDED:
+            data["steps"][previous.step_key], attempts[previous.step_key] = value, 0
+        else:
+            attempts[previous.step_key] = previous.attempt
+            if previous.next_step_key != previous.step_key:
+                data["steps"][previous.step_key] = {"error": previous.error, "output": value}
+    return attempts

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from flows_app import engine
+from flows_app import engine, fanout
 from flows_app.services.runs import flow_runs_prune, flow_runs_recover
 from flows_app.services.triggers import schedule_fire
 
@@ -18,6 +18,17 @@ def flow_run_execute(run_id: int) -> None:
     ``flow_runs_recover``).
     """
     engine.Engine().execute(run_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def flow_run_items_execute(run_id: int, step_key: str) -> None:
+    """Run items of a run's ``for_each`` step until none is left to take (``flows_app.fanout``).
+
+    Idempotent: each item is claimed with a compare-and-set lease, so a duplicate or
+    redelivered message takes only items nobody holds and never a finished one. Not
+    retried by Celery: an item's retries and a lost lane are the fan-out's business.
+    """
+    fanout.items_execute(engine.Engine(), run_id, step_key)
 
 
 @shared_task(bind=True, ignore_result=True)

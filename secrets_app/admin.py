@@ -29,7 +29,8 @@ from secrets_app import access
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import RevocationFailed, SecretInUse, VaultError
 from secrets_app.forms import secret_form_for
-from secrets_app.kinds import SECRET_KINDS
+from secrets_app.kinds import SECRET_KINDS, kinds_with
+from secrets_app.kinds.base import Capability
 from secrets_app.models import AuditEvent, OAuth2Connection, Secret, SecretGrant
 from secrets_app.selectors import secret_deletion_previews
 from secrets_app.services.grants import grant_give, grant_withdraw, grant_withdrawal_preview
@@ -48,7 +49,7 @@ from secrets_app.services.secrets import (
     secret_update,
 )
 
-STATUS_COLOURS = {"ok": "#2e7d32", "failing": "#c62828", "untested": "#757575"}
+STATUS_COLOURS = {"ok": "#2e7d32", "failing": "#c62828", "neutral": "#757575"}
 
 
 def expiry_label(expires_at, now) -> str:
@@ -138,7 +139,7 @@ class SecretAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         kind_class = self._kind_class(request, obj)
         general = ["name", "kind_label", "description", "owner_label"]
-        if kind_class.slug == "oauth2":
+        if Capability.REDIRECT_URI in kind_class.capabilities:
             general.append("redirect_uri")
         fieldsets = [
             (None, {"fields": general}),
@@ -197,15 +198,8 @@ class SecretAdmin(admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj):
-        if obj.kind == "oauth2":
-            connection = OAuth2Connection.objects.filter(secret=obj).first()
-            status = connection.status if connection else OAuth2Connection.Status.NOT_CONNECTED
-            label = OAuth2Connection.Status(status).label
-            colour = {"connected": "#2e7d32", "needs_reauthorization": "#c62828"}.get(status, "#757575")
-            return format_html('<span style="color:{}">{}</span>', colour, label)
-        return format_html(
-            '<span style="color:{}">{}</span>', STATUS_COLOURS.get(obj.status, "#000"), obj.get_status_display()
-        )
+        status = obj.handler.status_display()
+        return format_html('<span style="color:{}">{}</span>', STATUS_COLOURS[status.tone], status.label)
 
     # -- saving through the services -----------------------------------------------
 
@@ -375,7 +369,7 @@ class SecretAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:secrets_app_secret_change", args=[pk]))
         secret = self._secret_for_change(request, pk)
-        if secret.kind != "rs256":
+        if Capability.GENERATE_KEY not in secret.handler.capabilities:
             raise PermissionDenied
         try:
             rs256_key_pair_generate(secret=secret, acting_user=request.user)
@@ -433,7 +427,7 @@ class SecretAdmin(admin.ModelAdmin):
     # -- OAuth2: the manage-tokens page -----------------------------------------------
 
     def oauth2_view(self, request, pk):
-        secret = get_object_or_404(Secret, pk=pk, kind="oauth2")
+        secret = get_object_or_404(Secret, pk=pk, kind__in=kinds_with(Capability.TOKENS))
         if not self.has_view_permission(request, secret):
             raise PermissionDenied
         connection = OAuth2Connection.objects.filter(secret=secret).first()
@@ -460,7 +454,7 @@ class SecretAdmin(admin.ModelAdmin):
         manage = HttpResponseRedirect(reverse("admin:secrets_app_secret_oauth2", args=[pk]))
         if request.method != "POST":
             return manage
-        secret = self._secret_for_change(request, pk, kind="oauth2")
+        secret = self._secret_for_change(request, pk, kind__in=kinds_with(Capability.TOKENS))
         try:
             if operation == "test":
                 self._report_probe(request, secret, oauth2_connection_test(secret=secret, acting_user=request.user))

@@ -149,10 +149,7 @@ class Vault:
 
     def basic_auth(self, name: str) -> BasicCredentials:
         secret = self.secret(name)
-        handler = secret.handler
-        if secret.kind != "basic_auth":
-            raise handler.refuse("basic_auth needs a basic_auth secret")
-        credentials = BasicCredentials(*handler.credentials())
+        credentials = BasicCredentials(*secret.handler.credentials())
         self._reveal(secret, "password")
         return credentials
 

@@ -1,11 +1,11 @@
 """Encryption at rest, inside the model field.
 
-``EncryptedJSONField`` stores a JSON object as one Fernet token (AES-128-CBC with
-HMAC-SHA256). Values are encrypted with the first key of ``FLOWGATE_ENCRYPTION_KEYS`` and
+``EncryptedJSONField`` stores a JSON value (a secret's fields, a step's exact output) as
+one Fernet token (AES-128-CBC with HMAC-SHA256). Values are encrypted with the first key of ``FLOWGATE_ENCRYPTION_KEYS`` and
 decrypted with any of them (MultiFernet), so keys can be rotated while the product runs:
 add the new key first, restart, run ``manage.py rotate_secret_keys``, drop the old key.
 
-Decrypted values come back as ``SecretValues``, a dict whose ``repr`` and ``str`` show the
+Decrypted objects come back as ``SecretValues``, a dict whose ``repr`` and ``str`` show the
 field names only, so a stray ``print`` or log line of a model never leaks them.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.db import models
@@ -46,11 +47,12 @@ def fernet() -> MultiFernet:
     return _multi_fernet(tuple(vault_settings.encryption_keys))
 
 
-def encrypt_json(value: dict) -> str:
+def encrypt_json(value: Any) -> str:
     return fernet().encrypt(json.dumps(value, separators=(",", ":")).encode()).decode()
 
 
-def decrypt_json(token: str) -> SecretValues:
+def decrypt_json(token: str) -> Any:
+    """The stored value: a JSON object as ``SecretValues``, any other JSON value as it is."""
     try:
         plaintext = fernet().decrypt(token.encode())
     except InvalidToken:
@@ -58,7 +60,8 @@ def decrypt_json(token: str) -> SecretValues:
             "Stored secret values cannot be decrypted with FLOWGATE_ENCRYPTION_KEYS: "
             "a key that encrypted them is missing."
         ) from None
-    return SecretValues(json.loads(plaintext))
+    value = json.loads(plaintext)
+    return SecretValues(value) if isinstance(value, dict) else value
 
 
 def rotate_token(token: str) -> str:
@@ -89,12 +92,14 @@ class EncryptedJSONField(models.TextField):
             return value
         if isinstance(value, dict):
             return SecretValues(value)
+        if not isinstance(value, str):  # a step's exact output may be any JSON value
+            return value
         return decrypt_json(value)
 
     def get_prep_value(self, value):
         if value is None:
             return None
-        return encrypt_json(dict(value))
+        return encrypt_json(dict(value) if isinstance(value, dict) else value)
 
     def value_to_string(self, obj):
         # dumpdata and other serializers get ciphertext, never the values.

@@ -4,11 +4,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.db.models import Q
 
 from secrets_app.exceptions import SecretNotFound
+from secrets_app.kinds import SECRET_KINDS
+from secrets_app.kinds.base import SecretKind
 from secrets_app.models import AuditEvent, OAuth2Connection, Secret
 
 
@@ -44,36 +45,22 @@ def secret_rename_consequences(*, secret: Secret, name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class DeletionPreview:
-    """What deleting ``secret`` does besides removing it; ``revocation`` is "" when nothing."""
+    """What deleting ``secret`` does besides removing it, as its kind says; ``note`` is "" when nothing."""
 
     secret: Secret
-    revocation: str
+    note: str
 
 
 def secret_deletion_previews(secrets: Iterable[Secret]) -> list[DeletionPreview]:
-    """For the deletion confirmation pages: which secrets' tokens are revoked, and where."""
+    """For the deletion confirmation pages: each kind previews its secrets, all at once."""
     secrets = list(secrets)
-    oauth2_ids = [secret.pk for secret in secrets if secret.kind == "oauth2"]
-    connections = {
-        connection.secret_id: connection for connection in OAuth2Connection.objects.filter(secret__in=oauth2_ids)
-    }
-    previews = []
+    by_kind: dict[type[SecretKind], list[Secret]] = {}
     for secret in secrets:
-        connection = connections.get(secret.pk)
-        revocation = ""
-        if secret.kind == "oauth2":
-            revocation_url = secret.config.get("revocation_url", "")
-            if connection is None or not connection.tokens:
-                revocation = "Not connected: no tokens to revoke."
-            elif revocation_url:
-                revocation = f"Its tokens are revoked at the provider ({urlsplit(revocation_url).netloc}) first."
-            else:
-                revocation = (
-                    "The provider has no revocation endpoint: its tokens are removed here only and stay "
-                    "valid at the provider until they expire."
-                )
-        previews.append(DeletionPreview(secret=secret, revocation=revocation))
-    return previews
+        by_kind.setdefault(SECRET_KINDS[secret.kind], []).append(secret)
+    notes = {}
+    for kind_class, of_kind in by_kind.items():
+        notes.update(zip([secret.pk for secret in of_kind], kind_class.deletion_previews(of_kind), strict=True))
+    return [DeletionPreview(secret=secret, note=notes[secret.pk]) for secret in secrets]
 
 
 @dataclass(frozen=True)

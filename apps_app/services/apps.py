@@ -74,6 +74,8 @@ def _flow_specs(manifest: Manifest) -> list[FlowSpec]:
         spec.app_private = not public
         if spec.endpoints and not public:
             errors[f"{place}.triggers"] = ["A private flow has no triggers; make it public: true."]
+        if spec.schedules:  # its runs would be refused, at every tick, for want of a connection
+            errors[f"{place}.triggers"] = ["A schedule names no connection; an app's flows run for one (use an endpoint)."]
         for endpoint in spec.endpoints or []:
             endpoint.path = app_trigger_path(slug, endpoint.path)
         for index, step in enumerate(spec.steps):

@@ -134,6 +134,9 @@ def _step_export(step) -> dict[str, Any]:
         ("timeout", step.timeout_seconds, 30),
         ("on_error", step.on_error, "stop"),
         ("error_step", step.error_step_key, ""),
+        ("for_each", step.for_each, ""),
+        ("for_each_concurrency", step.for_each_concurrency, 4),
+        ("for_each_errors", step.for_each_errors, "fail"),
     ):
         if value != default:
             entry[name] = value

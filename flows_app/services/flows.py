@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from flows_app import templating
 from flows_app.models import STEP_KEY, Flow, Step
 from flows_app.selectors import endpoint_cache_clear
 from flows_app.services.access import access_problems, flow_bindings_save, flow_run_refusal, step_access_problems
@@ -15,7 +16,7 @@ from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepS
 from flows_app.services.triggers import endpoints_save, schedules_save, schedules_sync
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import StepKind
-from project.declarative import secret_kind_check
+from project.declarative import is_template, secret_kind_check
 from secrets_app.models import Secret
 from secrets_app.services.audit import audit_record
 
@@ -30,6 +31,28 @@ def step_secret_check(kind_class: type[StepKind], secret: Secret | None) -> None
     secret_kind_check(
         owner=f"a {kind_class.label} step", kinds=kind_class.secret_kinds, required=kind_class.secret_required, secret=secret
     )
+
+
+def step_for_each_errors(kind_class: type[StepKind], for_each: str, concurrency: Any, policy: Any) -> dict[str, list[str]]:
+    """The ``for_each`` options as a step may have them: one template giving a list (its
+    type is known only when it runs), how many items at once, what failed items do."""
+    errors: dict[str, list[str]] = {}
+    if for_each and not kind_class.fans_out:
+        errors["for_each"] = [f"A {kind_class.label} step cannot run once per item."]
+    elif for_each and not is_template(for_each):
+        errors["for_each"] = ["Write a template giving a list, e.g. {{ steps.users.body.items }}."]
+    elif for_each:
+        try:
+            templating.check(for_each)
+            if templating.secret_names(for_each):
+                errors["for_each"] = ["for_each cannot read secrets; read them in the step's fields."]
+        except templating.TemplateFailed as exc:
+            errors["for_each"] = [f"Template error: {exc}"]
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 100:
+        errors["for_each_concurrency"] = ["Expected a whole number from 1 to 100."]
+    if policy not in Step.ForEachErrors.values:
+        errors["for_each_errors"] = [f"Use one of: {', '.join(Step.ForEachErrors.values)}."]
+    return errors
 
 
 def step_permission_check(kind_class: type[StepKind], acting_user) -> None:
@@ -54,7 +77,10 @@ def flow_steps_check(steps: Sequence[StepSpec]) -> dict[str, list[str]]:
                     errors.setdefault(f"steps[{index}].{branch}", []).append(f"{target!r} is not a step of this flow.")
     ran_before = _steps_run_before(steps)
     for index, step in enumerate(steps):
-        for field, names in STEP_KINDS[step.kind].step_references(step.config).items():
+        references = STEP_KINDS[step.kind].step_references(step.config)
+        if step.for_each:
+            references["for_each"] = templating.step_names(step.for_each)
+        for field, names in references.items():
             for name in sorted(names - ran_before[index]):
                 errors.setdefault(f"steps[{index}].{field}", []).append(f"steps.{name}: there is no step {name!r} before this one.")
     return errors
@@ -268,6 +294,9 @@ def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None, in_app: bo
         "timeout_seconds": data.pop("timeout", 30),
         "on_error": data.pop("on_error", Step.OnError.STOP),
         "error_step_key": data.pop("error_step", ""),
+        "for_each": data.pop("for_each", ""),
+        "for_each_concurrency": data.pop("for_each_concurrency", 4),
+        "for_each_errors": data.pop("for_each_errors", Step.ForEachErrors.FAIL),
     }
     for name, expected in (("max_attempts", int), ("timeout_seconds", int), ("retry_backoff_seconds", (int, float))):
         value = common[name]
@@ -277,6 +306,12 @@ def step_spec_from_data(data: Mapping[str, Any], *, acting_user=None, in_app: bo
         errors.setdefault("on_error", []).append(f"Use one of: {', '.join(Step.OnError.values)}.")
     if common["on_error"] == Step.OnError.GOTO and not common["error_step_key"]:
         errors.setdefault("error_step", []).append("Name the step to go to.")
+    if not isinstance(common["for_each"], str):
+        errors.setdefault("for_each", []).append("Write a template giving a list, e.g. {{ steps.users.body.items }}.")
+    else:
+        fan_out = step_for_each_errors(kind_class, common["for_each"], common["for_each_concurrency"], common["for_each_errors"])
+        for name, messages in fan_out.items():
+            errors.setdefault(name, []).extend(messages)
     config = {}
     try:
         config = kind_class.clean_config(data)

@@ -10,7 +10,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from flows_app import dispatch, metrics, notify
+from flows_app import dispatch, fanout, metrics, notify
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.selectors import flow_secret_ids
@@ -237,7 +237,7 @@ def flow_runs_recover() -> int:
     lease expired since it was last sent (its worker died), and a queued or due waiting run
     last sent longer ago than FLOWGATE_RUN_RESEND_AFTER_SECONDS (a lost message; within
     that window the broker may still deliver it, and a second one would only add to a
-    backlog)."""
+    backlog). Then the same for ``for_each`` items (``fanout.items_recover``)."""
     now = timezone.now()
     window = now - timedelta(seconds=flow_settings.run_resend_after_seconds)
     sent_long_ago = Q(last_sent__lt=window)
@@ -252,7 +252,7 @@ def flow_runs_recover() -> int:
         .values_list("pk", flat=True)[:1000]
     )
     dispatch.runs_send_again(stalled)
-    return len(stalled)
+    return len(stalled) + fanout.items_recover()
 
 
 def flow_runs_prune(*, older_than_days: int | None = None) -> int:

@@ -40,6 +40,9 @@ class StepSpec:
     timeout_seconds: int = 30
     on_error: str = Step.OnError.STOP
     error_step_key: str = ""
+    for_each: str = ""
+    for_each_concurrency: int = 4
+    for_each_errors: str = Step.ForEachErrors.FAIL
 
 
 @dataclass

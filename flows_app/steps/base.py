@@ -71,6 +71,9 @@ class StepKind:
     secret_kinds: ClassVar[tuple[str, ...]] = ()
     secret_required: ClassVar[bool] = False
     pure: ClassVar[bool] = False
+    #: Whether a step of this kind may run once per item (``for_each``): not one that
+    #: chooses the next step or answers the caller.
+    fans_out: ClassVar[bool] = True
     do_not_call_in_templates = True
 
     @classmethod

@@ -12,6 +12,7 @@ class Condition(StepKind):
     label = "Condition"
     description = "Evaluates an expression such as steps.me.status == 200 and picks where to go."
     pure = True
+    fans_out = False
     fields = (
         Field("expression", "Expression", help_text="A Jinja expression without braces, e.g. trigger.body.amount > 100."),
         Field("then", "When true", default="continue", help_text="'continue', 'stop', or a step key."),

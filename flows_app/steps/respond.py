@@ -15,6 +15,7 @@ class Respond(StepKind):
     label = "Respond"
     description = "Sets the HTTP response of an endpoint trigger."
     pure = True
+    fans_out = False
     fields = (
         Field("status", "Status", type="integer", default=200, min_value=100, max_value=599, template=True),
         Field("headers", "Headers", type="mapping", required=False, template=True, help_text="One 'Name: value' per line."),

@@ -14,8 +14,6 @@ import decimal
 import uuid
 from typing import Any
 
-import psycopg
-import pymysql
 from django.core.exceptions import ValidationError
 
 from flows_app.steps.base import StepError, StepKind, StepResult
@@ -68,6 +66,10 @@ class Sql(StepKind):
             raise ValidationError({"parameters": "Parameters are an object or a list."})
 
     def execute(self, context):
+        # The drivers load with the first SQL step, not in every process (~10 MB each).
+        import psycopg
+        import pymysql
+
         parameters = context.config.get("parameters") or None
         limit = context.config["row_limit"]
         try:

@@ -5,7 +5,7 @@ the API all look kinds up here. Add a kind by writing its module and listing it 
 """
 
 from secrets_app.kinds.api_token import ApiToken
-from secrets_app.kinds.base import SecretKind
+from secrets_app.kinds.base import Capability, SecretKind
 from secrets_app.kinds.basic_auth import BasicAuth
 from secrets_app.kinds.generic import Generic
 from secrets_app.kinds.hs256 import Hs256
@@ -18,3 +18,8 @@ from secrets_app.kinds.rs256 import Rs256
 SECRET_KINDS: dict[str, type[SecretKind]] = {
     kind.slug: kind for kind in (ApiToken, BasicAuth, HttpHeaders, OAuth2, Hs256, Rs256, PostgreSQL, MySQL, Generic)
 }
+
+
+def kinds_with(capability: Capability) -> list[str]:
+    """The slugs of the kinds that offer ``capability``, to find their secrets in a query."""
+    return [slug for slug, kind in SECRET_KINDS.items() if capability in kind.capabilities]

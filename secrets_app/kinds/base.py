@@ -7,7 +7,10 @@ service call into the ``config`` (plain) and ``values`` (encrypted) dicts stored
 outgoing request (``auth()``), verify an incoming one, sign, connect, probe. A kind that
 cannot do a job raises ``WrongSecretKind`` naming the secret and the kind.
 
-Only modules in this package build authentication headers.
+What a kind's secrets need besides their row (an OAuth2 connection to create, tokens to
+revoke before deleting) happens in its life-cycle hooks, which the services call; what
+the admin offers for it follows its ``capabilities`` and ``status_display()``. Only modules
+in this package build authentication headers or decide by a kind's slug.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 from django.core.exceptions import ValidationError
@@ -29,6 +33,9 @@ from project.declarative import Field, clean_fields
 from secrets_app.app_settings import vault_settings
 from secrets_app.exceptions import ProbeFailed, WrongSecretKind
 from secrets_app.redaction import Redactor
+
+if TYPE_CHECKING:
+    from secrets_app.models import Secret
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
 
@@ -47,6 +54,25 @@ class ProbeResult:
     summary: str
     excerpt: str = ""
     identity: str = ""  # the account it found, when it can tell
+
+
+class Capability(StrEnum):
+    """What a kind's secrets offer beyond the common jobs; the admin asks for these."""
+
+    #: Holds OAuth2 tokens: its "Manage tokens" page connects, refreshes, tests and revokes them.
+    TOKENS = "tokens"
+    #: A provider sends the user back here: the admin shows the redirect URI to register.
+    REDIRECT_URI = "redirect_uri"
+    #: Generates its own key pair ("Generate key pair and save", "Generate new key pair").
+    GENERATE_KEY = "generate_key"
+
+
+@dataclass(frozen=True)
+class StatusDisplay:
+    """A secret's status as the admin shows it; ``tone`` ("ok", "failing", "neutral") picks the colour."""
+
+    label: str
+    tone: str
 
 
 class HeaderAuth(requests.auth.AuthBase):
@@ -82,6 +108,8 @@ class SecretKind:
     fields: ClassVar[tuple[Field, ...]] = ()
     #: Whether "Test" means something for this kind (a probe URL, a connection).
     testable: ClassVar[bool] = False
+    #: What the admin offers for its secrets besides editing and testing them.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: Templates show kind classes; they must not try to instantiate them.
     do_not_call_in_templates = True
 
@@ -143,6 +171,37 @@ class SecretKind:
         """The config ``export`` writes: what ``clean`` derives by itself is left out."""
         return config
 
+    # -- life cycle: the services call these; by default a secret is just its row -----------
+
+    def created(self, acting_user) -> None:
+        """After ``secret_create`` stored the secret, inside its transaction."""
+
+    def changed(self, changed_fields: list[str], acting_user) -> None:
+        """After ``secret_update`` stored changed fields (``changed_fields``), inside its transaction."""
+
+    def before_delete(self, acting_user, *, force: bool) -> list[str]:
+        """Before ``secret_delete`` removes the secret, outside any transaction (it may call out).
+
+        Raises a VaultError to keep the secret; with ``force`` it reports the problem in the
+        returned warnings instead and the secret is deleted anyway.
+        """
+        return []
+
+    def deletion_preview(self) -> str:
+        """What deleting this secret does besides removing it, for the confirmation page ("" when nothing)."""
+        return ""
+
+    @classmethod
+    def deletion_previews(cls, secrets: Sequence[Secret]) -> list[str]:
+        """``deletion_preview()`` of each of ``secrets`` (all of this kind), in order; a kind
+        whose preview reads other rows reads them here, for all the secrets at once."""
+        return [secret.handler.deletion_preview() for secret in secrets]
+
+    def status_display(self) -> StatusDisplay:
+        """The status the admin shows: by default the outcome of the last "Test"."""
+        tone = self.secret.status if self.secret.status in ("ok", "failing") else "neutral"
+        return StatusDisplay(label=self.secret.get_status_display(), tone=tone)
+
     # -- jobs -----------------------------------------------------------------------
 
     def value(self, field: str, default: Any = None) -> Any:
@@ -179,6 +238,10 @@ class SecretKind:
     def access_token(self) -> str:
         """The raw access token, for a scheme other than Bearer (``Vault.get_access_token``)."""
         raise self.refuse("get_access_token needs an oauth2 secret")
+
+    def credentials(self) -> tuple[str, str]:
+        """User name and password."""
+        raise self.refuse("basic_auth needs a basic_auth secret")
 
     def probe(self) -> ProbeResult:
         raise self.refuse("it has nothing to test")

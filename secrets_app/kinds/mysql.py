@@ -7,8 +7,6 @@ INFILE`` is off, so a server cannot ask us for local files.
 
 import ssl
 
-import pymysql
-from pymysql.constants import CR
 
 from project import outbound
 from secrets_app.exceptions import ProbeFailed
@@ -49,6 +47,9 @@ class MySQL(DatabaseKind):
         return {"ssl": context}
 
     def connect(self, *, statement_timeout_ms=None):
+        import pymysql  # here, not at the top: processes that never connect do not load the driver
+        from pymysql.constants import CR
+
         host, port, timeout = self.value("host"), self.value("port"), self.value("connect_timeout")
         connection = pymysql.connect(
             host=host,

@@ -4,13 +4,15 @@ The configuration lives here: a preset fills what is left blank, an issuer URL f
 endpoints from the provider's metadata. The authorization dance, token storage and
 refresh live in ``secrets_app.oauth2`` and ``secrets_app.services.oauth2``; ``auth()``
 gives requests a Bearer token that is refreshed before it expires and once more when the
-API answers 401.
+API answers 401. Its life-cycle hooks keep the secret's ``OAuth2Connection``: created with
+it, reset when the client settings change, revoked at the provider before it is deleted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.core.exceptions import ValidationError
@@ -18,7 +20,8 @@ from oauthlib.oauth2.rfc6749.utils import is_secure_transport
 
 from project import outbound
 from project.declarative import Field
-from secrets_app.kinds.base import CleanedSecret, SecretKind, bearer_auth
+from secrets_app.exceptions import RevocationFailed, VaultError
+from secrets_app.kinds.base import Capability, CleanedSecret, SecretKind, StatusDisplay, bearer_auth
 from secrets_app.oauth2.providers import FIELDS as PRESET_FIELDS
 from secrets_app.oauth2.providers import preset_choices, presets
 
@@ -91,6 +94,7 @@ class OAuth2(SecretKind):
     label = "OAuth2 connection"
     description = "An OAuth2 client at a provider; connect an account once and flows keep a fresh token."
     testable = True
+    capabilities = frozenset({Capability.TOKENS, Capability.REDIRECT_URI})
     fields = (
         Field(
             "preset",
@@ -274,6 +278,57 @@ class OAuth2(SecretKind):
             notes[slug] = f"{preset['notes']} No test URL: {untestable}" if untestable else preset["notes"]
         return {"preset": notes}
 
+    # -- life cycle ------------------------------------------------------------------
+
+    def created(self, acting_user) -> None:
+        from secrets_app.models import OAuth2Connection
+
+        # The connections manager lists connections: one never connected shows there as
+        # "not connected", instead of being missing.
+        OAuth2Connection.objects.create(secret=self.secret)
+
+    def changed(self, changed_fields, acting_user) -> None:
+        from secrets_app.services.oauth2 import oauth2_connection_client_changed
+
+        oauth2_connection_client_changed(secret=self.secret, changed=changed_fields, acting_user=acting_user)
+
+    def before_delete(self, acting_user, *, force):
+        """Revoke the tokens at the provider first. When that fails the secret is kept (its
+        tokens would stay valid at the provider with nothing here to revoke them later):
+        RevocationFailed, unless ``force``."""
+        from secrets_app.services.oauth2 import oauth2_connection_revoke
+
+        try:
+            oauth2_connection_revoke(secret=self.secret, acting_user=acting_user)
+        except VaultError as exc:
+            if not force:
+                raise RevocationFailed(self.name, str(exc)) from None
+            return [f"Revocation at the provider failed: {exc}"]
+        return []
+
+    @classmethod
+    def deletion_previews(cls, secrets: Sequence) -> list[str]:
+        from secrets_app.models import OAuth2Connection
+
+        connections = {
+            connection.secret_id: connection for connection in OAuth2Connection.objects.filter(secret__in=secrets)
+        }
+        return [_revocation_note(secret, connections.get(secret.pk)) for secret in secrets]
+
+    def deletion_preview(self) -> str:
+        return self.deletion_previews([self.secret])[0]
+
+    def status_display(self) -> StatusDisplay:
+        """The connection's status rather than the last "Test"."""
+        from secrets_app.models import OAuth2Connection
+
+        connection = OAuth2Connection.objects.filter(secret=self.secret).first()
+        status = connection.status if connection else OAuth2Connection.Status.NOT_CONNECTED
+        tone = {"connected": "ok", "needs_reauthorization": "failing"}.get(status, "neutral")
+        return StatusDisplay(label=OAuth2Connection.Status(status).label, tone=tone)
+
+    # -- jobs -----------------------------------------------------------------------
+
     def auth(self):
         return OAuth2BearerAuth(self.secret)
 
@@ -313,3 +368,16 @@ class OAuth2(SecretKind):
         from secrets_app.oauth2.tokens import connection_for
 
         return dict(connection_for(self.secret).provider_data)
+
+
+def _revocation_note(secret, connection) -> str:
+    """What deleting ``secret`` does to its tokens at the provider."""
+    revocation_url = secret.config.get("revocation_url", "")
+    if connection is None or not connection.tokens:
+        return "Not connected: no tokens to revoke."
+    if revocation_url:
+        return f"Its tokens are revoked at the provider ({urlsplit(revocation_url).netloc}) first."
+    return (
+        "The provider has no revocation endpoint: its tokens are removed here only and stay "
+        "valid at the provider until they expire."
+    )

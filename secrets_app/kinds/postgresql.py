@@ -7,7 +7,6 @@ The host is resolved through the outbound guard and libpq connects to that addre
 import os
 import tempfile
 
-import psycopg
 
 from project import outbound
 from secrets_app.kinds.base import DatabaseKind, database_fields
@@ -43,6 +42,8 @@ class PostgreSQL(DatabaseKind):
         }
         if statement_timeout_ms:
             options["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+        import psycopg  # here, not at the top: the driver costs ~10 MB in every process that never connects
+
         ca_pem = self.value("ca_certificate")
         if not ca_pem:
             return psycopg.connect(**options)

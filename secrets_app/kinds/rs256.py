@@ -16,7 +16,7 @@ from jwcrypto import jwk
 
 from project.declarative import Field
 from secrets_app.app_settings import vault_settings
-from secrets_app.kinds.base import CleanedSecret, JoseKind
+from secrets_app.kinds.base import Capability, CleanedSecret, JoseKind
 
 
 class Rs256(JoseKind):
@@ -27,6 +27,7 @@ class Rs256(JoseKind):
     )
     algorithm = "RS256"
     key_management = "RSA-OAEP-256"
+    capabilities = frozenset({Capability.GENERATE_KEY})
     fields = (
         Field(
             "private_key",

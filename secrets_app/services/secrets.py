@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from secrets_app import access
 from secrets_app.app_settings import vault_settings
-from secrets_app.exceptions import ProbeFailed, RevocationFailed, SecretInUse, VaultError
+from secrets_app.exceptions import ProbeFailed, SecretInUse, VaultError
 from secrets_app.kinds import SECRET_KINDS
 from secrets_app.kinds.base import CleanedSecret, ProbeResult, SecretKind
-from secrets_app.models import OAuth2Connection, Secret
+from secrets_app.models import Secret
 from secrets_app.selectors import secret_rename_consequences
 from secrets_app.services.audit import audit_record
 
@@ -82,10 +82,7 @@ def secret_create(
         owner=_user(acting_user),
         app_slug=app_slug,
     )
-    if kind == "oauth2":
-        # The connections manager lists connections: one never connected shows there as
-        # "not connected", instead of being missing.
-        OAuth2Connection.objects.create(secret=secret)
+    secret.handler.created(acting_user)
     audit_record(
         acting_user=acting_user,
         actor_label=actor_label,
@@ -130,10 +127,7 @@ def secret_update(
         target_name=secret.name,
         detail={"changed": changed},
     )
-    if secret.kind == "oauth2":
-        from secrets_app.services.oauth2 import oauth2_connection_client_changed
-
-        oauth2_connection_client_changed(secret=secret, changed=changed, acting_user=acting_user)
+    secret.handler.changed(changed, acting_user)
     return changed
 
 
@@ -170,30 +164,20 @@ def secret_rename(*, secret: Secret, name: str, acting_user=None, force: bool = 
 
 
 def secret_delete(*, secret: Secret, acting_user=None, force: bool = False) -> list[str]:
-    """Delete a secret; an OAuth2 connection is revoked at the provider first.
+    """Delete a secret; its kind acts first (an OAuth2 connection is revoked at the provider).
 
-    A secret that steps or triggers use is not deleted, and nothing is revoked
-    (SecretInUse). When revocation fails the secret is kept (its tokens would stay valid
-    at the provider with nothing here to revoke them later) and RevocationFailed is
-    raised, unless ``force``: then it is deleted anyway and the failure is returned as a
-    warning.
+    A secret that steps or triggers use is not deleted, and its kind is not asked
+    (SecretInUse). When the kind refuses (RevocationFailed: its tokens would stay valid at
+    the provider with nothing here to revoke them later) the secret is kept, unless
+    ``force``: then it is deleted anyway and the kind's warnings are returned.
     """
     access.require_manage(acting_user, secret)
     try:
-        # Before revoking: a secret that cannot be deleted must keep its tokens.
+        # Before the kind acts: a secret that cannot be deleted must keep its tokens.
         Collector(using=router.db_for_write(Secret)).collect([secret])
     except ProtectedError as exc:
         raise SecretInUse(secret.name, sorted(str(user) for user in exc.protected_objects)) from None
-    warnings = []
-    if secret.kind == "oauth2":
-        from secrets_app.services.oauth2 import oauth2_connection_revoke
-
-        try:
-            oauth2_connection_revoke(secret=secret, acting_user=acting_user)
-        except VaultError as exc:
-            if not force:
-                raise RevocationFailed(secret.name, str(exc)) from None
-            warnings.append(f"Revocation at the provider failed: {exc}")
+    warnings = secret.handler.before_delete(acting_user, force=force)
     with transaction.atomic():
         audit_record(
             acting_user=acting_user,

@@ -41,7 +41,7 @@ def notes_manifest(api_url: str, *, version: str = "1.0.0", extra_flows: str = "
                 headers: {{X-Api-Key: "{{{{ connection.api_key }}}}"}}
               - {{key: reply, kind: respond, status: 200, body: "{{{{ steps.page.body }}}}"}}
             triggers:
-              - {{kind: endpoint, path: notes, methods: [GET], auth: {{kind: open}}, response: sync}}
+              - {{kind: endpoint, path: notes, methods: [GET], auth: {{kind: open}}, response: sync, sync_timeout: 300}}
           whoami:
             steps:
               - key: me
@@ -114,6 +114,16 @@ class TestInstall:
         with pytest.raises(ManifestError) as failure:
             app_install(manifest=manifest_parse(bad))
         assert "reach only their connection" in "\n".join(failure.value.messages)
+
+    def test_an_app_flow_has_no_schedule_for_it_would_run_without_a_connection(self, notes_api):
+        endpoint = "- {kind: endpoint, path: notes,"
+        bad = notes_manifest(notes_api.url).replace(endpoint, "- {kind: schedule, interval: 60}\n      " + endpoint)
+        with pytest.raises(ManifestError) as failure:
+            app_install(manifest=manifest_parse(bad))
+        assert failure.value.messages == [
+            "flows.list-notes.triggers: A schedule names no connection; an app's flows run for one (use an endpoint)."
+        ]
+        assert not App.objects.exists() and not Flow.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -49,6 +49,9 @@ def flow_post(name, steps):
                 f"{prefix}timeout_seconds": "30",
                 f"{prefix}on_error": "stop",
                 f"{prefix}error_step_key": "",
+                f"{prefix}for_each": step.get("for_each", ""),
+                f"{prefix}for_each_concurrency": str(step.get("for_each_concurrency", 4)),
+                f"{prefix}for_each_errors": step.get("for_each_errors", "fail"),
             }
         )
         for kind_class in STEP_KINDS.values():  # every kind's fields are in the form, with their defaults
@@ -118,6 +121,24 @@ def test_templates_reading_a_step_that_has_not_run_are_refused_beside_the_field(
         "respond__body: Step 'reply': steps.nosuch: there is no step 'nosuch' before this one.",
     ]
     assert not Flow.objects.exists()
+
+
+def test_a_for_each_step_is_saved_and_a_bad_one_refused_beside_its_fields(admin_client):
+    steps = [
+        {"key": "ids", "kind": "transform", "value": [1, 2]},
+        {"key": "each", "kind": "transform", "value": "{{ item }}", "for_each": "{{ steps.ids", "for_each_errors": "drop"},
+        {"key": "gate", "kind": "condition", "expression": "true", "for_each": "{{ steps.ids }}"},
+    ]
+    errors = form_errors(admin_client.post(ADD, flow_post("fans", steps)))
+    assert errors[0] == "for_each_errors: Select a valid choice. drop is not one of the available choices."
+    assert errors[1].startswith("for_each: Step 'each': Template error")
+    assert errors[2:] == ["for_each: Step 'gate': A Condition step cannot run once per item."]
+    assert not Flow.objects.exists()
+    steps = [steps[0], {**steps[1], "for_each": "{{ steps.ids }}", "for_each_errors": "collect", "for_each_concurrency": 2}]
+    response = admin_client.post(ADD, flow_post("fans", steps))
+    assert response.status_code == 302, form_errors(response)
+    each = Flow.objects.get(slug="fans").steps.get(key="each")
+    assert (each.for_each, each.for_each_concurrency, each.for_each_errors) == ("{{ steps.ids }}", 2, "collect")
 
 
 def test_a_flow_chosen_as_its_own_error_handler_is_refused(admin_client, db):

@@ -224,3 +224,47 @@ def test_an_oauth2_secret_with_endpoints_that_would_be_refused_is_saved_with_war
     response = admin_client.post(f"{ADD}?kind=oauth2", data, follow=True)
     warnings = [str(message) for message in response.context["messages"] if message.level_tag == "warning"]
     assert len(warnings) == 2 and all("FLOWGATE_ALLOW_NETWORKS" in w and "FLOWGATE_LOCAL_DEVELOPMENT" in w for w in warnings)
+
+
+def oauth2_secret_create(name):
+    endpoints = {"authorize_url": "https://a.example/authorize", "token_url": "https://a.example/token"}
+    return secret_create(name=name, kind="oauth2", data={"client_id": "c", "client_secret": "s", **endpoints})
+
+
+def test_each_secret_page_offers_what_its_kind_can_do(admin_client):
+    """Manage tokens and the redirect URI for OAuth2, key generation for RS256, neither for the others."""
+    oauth2 = oauth2_secret_create("crm")
+    rs256 = secret_create(name="signer", kind="rs256", data={"generate": True})
+    token = secret_create(name="key", kind="api_token", data={"token": "tok-abcdef-1"})
+    offers = {
+        "manage tokens": 'id="manage-tokens"',
+        "redirect URI": 'id="redirect-uri"',
+        "new key pair": "Generate new key pair",
+    }
+    pages = {secret.name: admin_client.get(change_url(secret)).content.decode() for secret in (oauth2, rs256, token)}
+    offered = {name: sorted(offer for offer, mark in offers.items() if mark in page) for name, page in pages.items()}
+    assert offered == {"crm": ["manage tokens", "redirect URI"], "signer": ["new key pair"], "key": []}
+    add_pages = [admin_client.get(f"{ADD}?kind={kind}").content.decode() for kind in ("oauth2", "rs256", "api_token")]
+    assert ['id="generate-key"' in page for page in add_pages] == [False, True, False]
+    assert ['id="redirect-uri" data-template=' in page for page in add_pages] == [True, False, False]
+
+
+def test_pages_for_what_a_kind_cannot_do_are_refused(admin_client):
+    token = secret_create(name="key", kind="api_token", data={"token": "tok-abcdef-1"})
+    assert admin_client.get(reverse("admin:secrets_app_secret_oauth2", args=[token.pk])).status_code == 404
+    operation = reverse("admin:secrets_app_secret_oauth2_operation", args=[token.pk, "revoke"])
+    assert admin_client.post(operation).status_code == 404
+    assert admin_client.post(reverse("admin:secrets_app_secret_generate_key", args=[token.pk])).status_code == 403
+    assert Secret.objects.get(pk=token.pk).values == {"token": "tok-abcdef-1"}
+
+
+def test_the_status_column_shows_a_connection_status_for_oauth2_and_the_last_test_for_others(admin_client):
+    from secrets_app.models import OAuth2Connection
+
+    oauth2 = oauth2_secret_create("crm")
+    OAuth2Connection.objects.filter(secret=oauth2).update(status="connected")
+    token = secret_create(name="key", kind="api_token", data={"token": "tok-abcdef-1"})
+    Secret.objects.filter(pk=token.pk).update(status="failing")
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert '<span style="color:#2e7d32">Connected</span>' in html
+    assert '<span style="color:#c62828">Failing</span>' in html
