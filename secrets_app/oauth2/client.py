@@ -179,7 +179,6 @@ class OAuth2Hooks:
         if isinstance(scope, (list, tuple)):
             scope = " ".join(scope)
         expires_in = token.get("expires_in")
-        refresh_expires_in = token.get("refresh_token_expires_in")
         return TokenResult(
             token=token["access_token"],
             refresh_token=token.get("refresh_token") or None,
@@ -192,7 +191,7 @@ class OAuth2Hooks:
                 for name in config.token_data_fields
                 if name in token and name not in TOKEN_FIELDS and isinstance(token[name], (str, int, float, bool))
             },
-            refresh_token_expires_in=float(refresh_expires_in) if str(refresh_expires_in or "").isdigit() else None,
+            refresh_token_expires_in=_seconds(token.get("refresh_token_expires_in")),
         )
 
     def session(
@@ -354,6 +353,16 @@ class OAuth2Hooks:
             raise SecretMisconfigured("The token endpoint answered with a redirect; check the token URL.") from None
         except (outbound.OutboundError, requests.RequestException, ValueError) as exc:
             raise TokenEndpointUnavailable(f"The token endpoint could not be used: {type(exc).__name__}.") from None
+
+
+def _seconds(value: Any) -> float | None:
+    """A refresh token's lifetime in a token response (a number, or digits as text); None
+    when absent, not a number, or beyond ten years (a date that far is no date)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 < seconds <= 10 * 365 * 86400 else None
 
 
 def _json_error(response: requests.Response) -> str:

@@ -21,8 +21,8 @@ from apps_app.services.connections import connection_create
 from apps_app.services.notices import app_notice_flow_set
 from flows_app.models import FlowRun
 from secrets_app.exceptions import ReauthorizationRequired, TokenEndpointUnavailable
-from secrets_app.models import AuditEvent, OAuth2Connection
-from secrets_app.oauth2.client import TokenResult
+from secrets_app.models import AuditEvent, OAuth2Connection, Secret
+from secrets_app.oauth2.client import OAuth2Config, OAuth2Hooks, TokenResult
 from secrets_app.oauth2.tokens import access_token_get, connection_for, store_tokens
 from secrets_app.services.connection_notices import oauth2_expiry_notices_send
 from secrets_app.tasks import oauth2_expiry_notices
@@ -270,6 +270,12 @@ class TestExpiringRefreshTokens:
         reconnect_by = stored(secret).reconnect_by
         assert timezone.now() + timedelta(days=29) < reconnect_by <= timezone.now() + timedelta(days=30)
 
+    @pytest.mark.parametrize("answer", ["soon", None, -5, 1e300, float("nan")])
+    def test_a_refresh_token_lifetime_that_is_not_one_leaves_no_date(self, answer):
+        config = OAuth2Config.from_secret(Secret(name="x", kind="oauth2", config={}, values={}))
+        result = OAuth2Hooks().token_result({"access_token": "a", "refresh_token_expires_in": answer}, config)
+        assert result.refresh_token_expires_in is None
+
     def test_an_idle_expiry_rule_moves_the_date_with_each_refresh(self, db):
         server = RecordingServer(lambda request: Reply(body={"access_token": "new-access-2", "expires_in": 3600}))
         try:
@@ -305,3 +311,16 @@ class TestExpiringRefreshTokens:
         OAuth2Connection.objects.filter(secret=secret).update(reconnect_by=later)
         assert oauth2_expiry_notices_send() == 1
         assert [notice["event"] for notice in notices()] == ["expiring", "expiring"]
+
+
+
+def test_the_expiry_notices_job_is_an_hourly_beat_entry_on_the_housekeeping_queue(db):
+    from django_celery_beat.models import PeriodicTask
+
+    from project.celery import app, housekeeping_queue
+
+    entry = PeriodicTask.objects.get(name="Notices of expiring OAuth2 refresh tokens")
+    assert entry.task == "secrets_app.tasks.oauth2_expiry_notices" and entry.enabled
+    assert entry.interval.every == 1 and entry.interval.period == "hours"
+    route = app.amqp.router.route({}, entry.task, args=(), kwargs={})
+    assert route["queue"].name == housekeeping_queue()
