@@ -75,6 +75,9 @@ class SecretsInTemplates:
     def get_field(self, name: str, field: str):
         return self._vault.get_field(name, field)
 
+    def get_access_token(self, name: str) -> str:
+        return self._vault.get_access_token(name)
+
 
 class ConnectionInTemplates:
     """``connection`` in an app flow's templates: the connection its run uses.
@@ -98,6 +101,11 @@ class ConnectionInTemplates:
     @property
     def data(self) -> dict[str, Any]:
         return self._read(self._vault.connection_data)
+
+    @property
+    def access_token(self) -> str:
+        """The raw token, for a scheme other than Bearer: a reveal, audited and redacted."""
+        return self._read(self._vault.get_access_token)
 
     def __getattr__(self, key: str):
         if key.startswith("_"):

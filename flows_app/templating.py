@@ -7,8 +7,9 @@ answer) is passed in as values and never rendered, so a caller cannot inject tem
 code. A string that is exactly one ``{{ expression }}`` yields the expression's value
 with its type (a dict stays a dict, a number a number); anything else renders to text.
 
-``secrets`` may appear only as ``secrets.get_password('name')`` or
-``secrets.get_field('name', 'field')`` with the name written out: the names are the
+``secrets`` may appear only as ``secrets.get_password('name')``,
+``secrets.get_field('name', 'field')`` or ``secrets.get_access_token('name')`` (an OAuth2
+connection's raw token, for a scheme other than Bearer) with the name written out: the names are the
 flow's bindings, found on save (``secret_names``), and the only secrets a run may reach.
 
 Beyond Jinja's sandbox (no underscore attributes, no unsafe callables, a capped
@@ -177,7 +178,7 @@ def _compiled(text: str):
         raise TemplateFailed(f"line {exc.lineno}: {exc.message}") from None
 
 
-SECRET_READERS = ("get_password", "get_field")
+SECRET_READERS = ("get_password", "get_field", "get_access_token")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -50,6 +50,8 @@ PERMANENT_ERRORS = frozenset(
     {"invalid_grant", "invalid_client", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
 )
 MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
+#: The secrets of a token response: never kept as token data, whatever a preset names.
+TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token"})
 DEFAULT_HOOKS = "secrets_app.oauth2.client.OAuth2Hooks"
 
 
@@ -76,6 +78,8 @@ class OAuth2Config:
     pkce: bool
     require_iss: bool
     hooks: str
+    token_data_fields: tuple[str, ...] = ()
+    refresh_token_idle_days: int | None = None
     #: operation -> flow slug (``secrets_app.oauth2.operations``), and the secret they run for
     operations: dict[str, str] = field(default_factory=dict)
     secret: Any = field(default=None, compare=False)
@@ -106,6 +110,8 @@ class OAuth2Config:
             pkce=config.get("pkce", True),
             require_iss=config.get("require_iss", False),
             hooks=config.get("hooks", "") or DEFAULT_HOOKS,
+            token_data_fields=tuple(config.get("token_data_fields") or ()),
+            refresh_token_idle_days=config.get("refresh_token_idle_days"),
             operations=dict(config.get("operations", {})),
             secret=secret,
         )
@@ -117,6 +123,8 @@ class TokenResult:
 
     ``refresh_token`` is None when the provider sent none (the stored one is kept);
     ``scope`` is None when the provider did not say (the requested scope was granted).
+    ``extra``: what flows need of the answer besides the tokens (``token_data_fields``, and
+    what a provider's hooks add); ``refresh_token_expires_in``: seconds, when the provider says.
     """
 
     token: str
@@ -127,6 +135,7 @@ class TokenResult:
     token_type: str = "Bearer"
     identity_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    refresh_token_expires_in: float | None = None
 
     def __repr__(self) -> str:
         return f"<TokenResult expires_in={self.expires_in} refresh_token={'yes' if self.refresh_token else 'no'}>"
@@ -182,6 +191,12 @@ class OAuth2Hooks:
             scope=scope,
             id_token=token.get("id_token"),
             token_type=str(token.get("token_type") or "Bearer"),
+            extra={
+                name: token[name]
+                for name in config.token_data_fields
+                if name in token and name not in TOKEN_FIELDS and isinstance(token[name], (str, int, float, bool))
+            },
+            refresh_token_expires_in=_seconds(token.get("refresh_token_expires_in")),
         )
 
     def session(
@@ -349,6 +364,16 @@ class OAuth2Hooks:
             raise SecretMisconfigured("The token endpoint answered with a redirect; check the token URL.") from None
         except (outbound.OutboundError, requests.RequestException, ValueError) as exc:
             raise TokenEndpointUnavailable(f"The token endpoint could not be used: {type(exc).__name__}.") from None
+
+
+def _seconds(value: Any) -> float | None:
+    """A refresh token's lifetime in a token response (a number, or digits as text); None
+    when absent, not a number, or beyond ten years (a date that far is no date)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 < seconds <= 10 * 365 * 86400 else None
 
 
 def _json_error(response: requests.Response) -> str:
