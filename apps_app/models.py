@@ -30,6 +30,12 @@ class App(models.Model):
         "OAuth2 client ID", max_length=500, blank=True, help_text="The app's registration at the provider."
     )
     client_values = EncryptedJSONField("OAuth2 client secret", default=SecretValues, help_text="client_secret")
+    notice_flow = models.CharField(
+        max_length=201,
+        blank=True,
+        help_text="Slug of the flow to run when a connection needs re-authorization, recovers or will expire; "
+        "blank: FLOWGATE_CONNECTION_NOTICE_FLOW.",
+    )
     installed_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     installed_by = models.ForeignKey(

@@ -81,6 +81,9 @@ class SecretsInTemplates:
     def get_field(self, name: str, field: str):
         return self._vault.get_field(name, field)
 
+    def get_access_token(self, name: str) -> str:
+        return self._vault.get_access_token(name)
+
 
 class ConnectionInTemplates:
     """``connection`` in an app flow's templates: the connection its run uses.
@@ -104,6 +107,11 @@ class ConnectionInTemplates:
     @property
     def data(self) -> dict[str, Any]:
         return self._read(self._vault.connection_data)
+
+    @property
+    def access_token(self) -> str:
+        """The raw token, for a scheme other than Bearer: a reveal, audited and redacted."""
+        return self._read(self._vault.get_access_token)
 
     def __getattr__(self, key: str):
         if key.startswith("_"):
@@ -162,11 +170,24 @@ class Engine:
         with _Heartbeat(run.pk, self.owner) as heartbeat:
             self._run(run, heartbeat=heartbeat)
 
-    def run_inline(self, run: FlowRun, *, timeout: float) -> Any:
-        """Run ``run`` (created RUNNING under this engine's lease) here and now; its output."""
-        return self._run(run, heartbeat=None, timeout=timeout)
+    def run_inline(
+        self, run: FlowRun, *, timeout: float, redactor: Redactor | None = None, output_secrets=None
+    ) -> Any:
+        """Run ``run`` (created RUNNING under this engine's lease) here and now; its output.
 
-    def _run(self, run: FlowRun, *, heartbeat: _Heartbeat | None, redactor: Redactor | None = None, timeout: float | None = None) -> Any:
+        ``output_secrets(output)`` names secrets the run produces: its history waits for its
+        end, when they are known and masked (``flow_run_inline``)."""
+        return self._run(run, heartbeat=None, redactor=redactor, timeout=timeout, output_secrets=output_secrets)
+
+    def _run(
+        self,
+        run: FlowRun,
+        *,
+        heartbeat: _Heartbeat | None,
+        redactor: Redactor | None = None,
+        timeout: float | None = None,
+        output_secrets=None,
+    ) -> Any:
         flow = run.flow
         steps = list(flow.steps.select_related("secret").order_by("position", "id"))
         by_key = {step.key: step for step in steps}
@@ -186,12 +207,15 @@ class Engine:
             called=bool(run.parent_run_id),
         )
         deadline = (run.started_at or timezone.now()) + timedelta(seconds=flow_seconds)
-        checkpoints = runs.Checkpoints(redactor)
+        # With output secrets, the history waits for the run's end, when they are known.
+        checkpoints = runs.Checkpoints(redactor, held=output_secrets is not None)
         last_output: Any = written[-1].output if written else None
         response: dict[str, Any] | None = None  # a last step's answer, written with the run's end
 
         def finish(status: str, error: str = "") -> Any:
-            checkpoints.write()
+            if output_secrets is not None:
+                redactor.add(*output_secrets(last_output))
+            checkpoints.write(leaving=True)
             runs.finish(
                 run, self.owner, status, output=stored.capped(redactor.data(last_output)), error=redactor.text(error), response=response
             )
@@ -232,11 +256,12 @@ class Engine:
                 if decision.recorded.write_now:
                     checkpoints.write()
             if heartbeat is not None and heartbeat.lost.is_set():
-                checkpoints.write()
+                checkpoints.write(leaving=True)
                 return None  # another worker owns the run now
             if isinstance(decision, runtime.Finish):
                 return finish(decision.status, decision.reason)
             if isinstance(decision, runtime.Park):
+                checkpoints.write(leaving=True)
                 runs.park(run, self.owner, decision.seconds)
                 return None
             if isinstance(decision, runtime.Sleep):

@@ -159,17 +159,20 @@ def history(run: FlowRun) -> list[StepRun]:
 
 
 class Checkpoints:
-    """A run's step runs not written yet; ``write`` stores them, redacted and capped."""
+    """A run's step runs not written yet; ``write`` stores them, redacted and capped.
 
-    def __init__(self, redactor: Redactor):
-        self.redactor = redactor
+    ``held``: written only when the run leaves the worker (``write(leaving=True)``: it ends,
+    parks, or lost its lease), for a run whose output names secrets known only then."""
+
+    def __init__(self, redactor: Redactor, *, held: bool = False):
+        self.redactor, self.held = redactor, held
         self.pending: list[StepRun] = []
 
     def add(self, record: StepRun) -> None:
         self.pending.append(record)
 
-    def write(self) -> None:
-        if not self.pending:
+    def write(self, *, leaving: bool = False) -> None:
+        if not self.pending or (self.held and not leaving):
             return
         for record in self.pending:
             record.input = stored.capped(self.redactor.data(record.input))

@@ -7,8 +7,9 @@ answer) is passed in as values and never rendered, so a caller cannot inject tem
 code. A string that is exactly one ``{{ expression }}`` yields the expression's value
 with its type (a dict stays a dict, a number a number); anything else renders to text.
 
-``secrets`` may appear only as ``secrets.get_password('name')`` or
-``secrets.get_field('name', 'field')`` with the name written out: the names are the
+``secrets`` may appear only as ``secrets.get_password('name')``,
+``secrets.get_field('name', 'field')`` or ``secrets.get_access_token('name')`` (an OAuth2
+connection's raw token, for a scheme other than Bearer) with the name written out: the names are the
 flow's bindings, found on save (``secret_names``), and the only secrets a run may reach.
 
 Beyond Jinja's sandbox (no underscore attributes, no unsafe callables, a capped
@@ -29,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
@@ -52,6 +54,11 @@ def _json(value: Any) -> str:
 
 def _from_json(text: str) -> Any:
     return jsonsafe.loads(text)
+
+
+def _from_form(text: str) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` text as a mapping (a repeated name: its last value)."""
+    return dict(parse_qsl(text or "", keep_blank_values=True, max_num_fields=1000))
 
 
 def _b64encode(value: str | bytes) -> str:
@@ -147,6 +154,7 @@ def _environment() -> FlowgateSandbox:
         {
             "tojson": _json,
             "fromjson": _from_json,
+            "fromform": _from_form,
             "b64encode": _b64encode,
             "b64decode": _b64decode,
             "datetime": _datetime_format,
@@ -170,7 +178,7 @@ def _compiled(text: str):
         raise TemplateFailed(f"line {exc.lineno}: {exc.message}") from None
 
 
-SECRET_READERS = ("get_password", "get_field")
+SECRET_READERS = ("get_password", "get_field", "get_access_token")
 
 
 @functools.lru_cache(maxsize=4096)

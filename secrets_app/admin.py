@@ -22,7 +22,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from secrets_app import access
 from secrets_app.app_settings import vault_settings
@@ -503,7 +504,10 @@ class ConnectionStatusFilter(admin.SimpleListFilter):
 class OAuth2ConnectionAdmin(admin.ModelAdmin):
     """The connections manager: every OAuth2 connection, its health, bulk actions."""
 
-    list_display = ("secret_link", "provider", "status_label", "identity", "expires", "last_refreshed_at", "last_error")
+    list_display = (
+        "secret_link", "provider", "status_label", "identity", "expires", "reconnect_by", "notices",
+        "last_refreshed_at", "last_error",
+    )  # fmt: skip
     list_filter = (ConnectionStatusFilter,)
     search_fields = ("secret__name", "identity")
     actions = ["refresh_selected", "revoke_selected"]
@@ -538,6 +542,23 @@ class OAuth2ConnectionAdmin(admin.ModelAdmin):
     @admin.display(description="Expires", ordering="expires_at")
     def expires(self, obj):
         return expiry_label(obj.expires_at, timezone.now())
+
+    @admin.display(description="Notices sent")
+    def notices(self, obj):
+        sent = [
+            (label, at)
+            for label, at in (
+                ("needs re-authorization", obj.reauthorization_notice_at),
+                ("recovered", obj.recovery_notice_at),
+                ("expiring", obj.expiry_notice_at),
+            )
+            if at is not None
+        ]
+        if not sent:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"), "{}: {}", ((label, f"{timezone.localtime(at):%Y-%m-%d %H:%M}") for label, at in sent)
+        )
 
     def _bulk(self, request, queryset, operation, verb):
         if not request.user.has_perm("secrets_app.change_secret"):

@@ -3,6 +3,7 @@
     from secrets_app import api
     requests.get(url, auth=api.auth_for("crm"))
     api.get_password("crm-token")
+    api.get_access_token("crm")   # raw, for a scheme other than Bearer; audited
     token = api.sign_jws("hook-key", {"sub": "42"})
     with api.db_connection("warehouse") as connection: ...
 
@@ -152,6 +153,16 @@ class Vault:
         self._reveal(secret, "password")
         return credentials
 
+    def get_access_token(self, name: str) -> str:
+        """The raw access token of an OAuth2 connection, fresh, for an API whose scheme is not
+        Bearer (``auth_for`` is the way for Bearer). A reveal, audited, and redacted in the run."""
+        secret = self.secret(name)
+        token = secret.handler.access_token()
+        self._reveal(secret, "access_token")
+        if self.redactor is not None:
+            self.redactor.add(token)
+        return token
+
     def auth_for(self, name: str) -> requests.auth.AuthBase:
         auth = self.secret(name).handler.auth()
         return _RecordingAuth(auth, self.redactor) if self.redactor is not None else auth
@@ -209,6 +220,7 @@ get_password = _default.get_password
 basic_auth = _default.basic_auth
 auth_for = _default.auth_for
 get_field = _default.get_field
+get_access_token = _default.get_access_token
 sign_jws = _default.sign_jws
 verify_jws = _default.verify_jws
 encrypt_jwe = _default.encrypt_jwe

@@ -68,6 +68,11 @@ class VaultSettings:
         return getattr(settings, "FLOWGATE_OAUTH2_REFRESH_LOCK_SECONDS", 30)
 
     @property
+    def oauth2_reconnect_notice_days(self) -> float:
+        """How long before a refresh token's ``reconnect_by`` its expiry notice goes out."""
+        return getattr(settings, "FLOWGATE_OAUTH2_RECONNECT_NOTICE_DAYS", 7)
+
+    @property
     def outbound_timeout_seconds(self) -> float:
         return getattr(settings, "FLOWGATE_OUTBOUND_TIMEOUT_SECONDS", 20.0)
 

@@ -204,11 +204,20 @@ class OAuth2Connection(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     next_refresh_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    provider_data = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text="Non-secret details a provider returns (Salesforce's instance_url, Slack's team).",
+    provider_data = EncryptedJSONField(
+        default=SecretValues,
+        help_text="What flows need of the token response besides the tokens (Salesforce's instance_url, "
+        "Slack's team): the fields the secret's token_data_fields name, else what its hooks return.",
     )
+    reconnect_by = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="When the refresh token expires, as the provider or preset says."
+    )
+    # When each notice about this connection went out (``apps_app.services.notices``); the
+    # expiry notice also records which ``reconnect_by`` it was about, so it goes out once per date.
+    reauthorization_notice_at = models.DateTimeField(null=True, blank=True)
+    recovery_notice_at = models.DateTimeField(null=True, blank=True)
+    expiry_notice_at = models.DateTimeField(null=True, blank=True)
+    expiry_notice_for = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "OAuth2 connection"

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from secrets_app.exceptions import TokenEndpointUnavailable
+from secrets_app.services.connection_notices import oauth2_expiry_notices_send
 from secrets_app.services.oauth2 import oauth2_connection_refresh_due, oauth2_due_refreshes_schedule
 
 
@@ -37,3 +38,13 @@ def oauth2_refresh_connection(connection_id: int, version: int):
     fails transiently (timeouts, 5xx, 429); never after the grant was refused.
     """
     return oauth2_connection_refresh_due(connection_id=connection_id, version=version)
+
+
+@shared_task(ignore_result=True, housekeeping=True)
+def oauth2_expiry_notices():
+    """Beat, every hour: signal each connection whose refresh token expires soon.
+
+    On retry or a duplicate run: each connection and expiry date is claimed once, so none
+    is signalled twice.
+    """
+    oauth2_expiry_notices_send()

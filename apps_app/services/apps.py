@@ -34,6 +34,7 @@ from secrets_app.services.secrets import secret_delete, secret_update
 OAUTH2_SETTINGS = (
     "preset", "grant_type", "client_auth", "issuer", "authorize_url", "token_url", "revocation_url", "userinfo_url",
     "jwks_url", "identity_url", "identity_field", "test_url", "scope", "pkce", "extra_authorize_params",
+    "token_data_fields", "refresh_token_idle_days",
 )  # fmt: skip
 
 

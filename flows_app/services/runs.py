@@ -6,6 +6,7 @@ Imports point down: the tasks and the views use this module; it uses the engine 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from flows_app.engine import Engine
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.selectors import flow_secret_ids
 from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal, run_connection_refusal
+from secrets_app.redaction import Redactor
 from secrets_app.services.audit import audit_record
 
 #: How long an idempotency key names its first run (a retried call within it gets that run).
@@ -85,20 +87,33 @@ def _run_secret_ids(bound: list[int], connection) -> list[int]:
     return sorted({*bound, connection.pk}) if connection is not None else bound
 
 
-def flow_run_inline(*, flow: Flow, input: Any, connection=None, trigger: str, timeout: float) -> FlowRun:
+def flow_run_inline(
+    *,
+    flow: Flow,
+    input: Any,
+    connection=None,
+    trigger: str,
+    timeout: float,
+    sensitive: Iterable[str] = (),
+    output_secrets: Callable[[Any], Iterable[str]] | None = None,
+) -> FlowRun:
     """Run ``flow`` to its end in this process and return the finished run, its ``output`` exact.
 
     For what the product itself runs and waits for (an app's connection test and OAuth2
     operations): no queue, no worker, the same engine, redaction and run history.
-    Access is the caller's to check.
+    Access is the caller's to check. ``sensitive``: strings in ``input`` (or wherever they
+    turn up) that the stored run never shows. ``output_secrets(output)``: the secrets the
+    run produces (an OAuth2 operation's tokens); the run's history is then written when it
+    ends, once they are known, so that they never reach the database unmasked.
     """
     if refusal := run_connection_refusal(None, flow, connection):
         raise RunNotAllowed(refusal)
     engine = Engine()
+    redactor = Redactor(sensitive)
     now = timezone.now()
     run = FlowRun.objects.create(
         flow=flow,
-        input=input,
+        input=redactor.data(input),
         trigger=trigger,
         secret_ids=_run_secret_ids(flow_bound_secret_ids(flow), connection),
         connection=connection,
@@ -108,7 +123,8 @@ def flow_run_inline(*, flow: Flow, input: Any, connection=None, trigger: str, ti
         lease_expires_at=now + timedelta(seconds=timeout + flow_settings.run_lease_seconds),
         pickups=1,
     )
-    output = engine.run_inline(run, timeout=timeout)
+    run.input = input  # the run uses the real values; only the stored copy is masked
+    output = engine.run_inline(run, timeout=timeout, redactor=redactor, output_secrets=output_secrets)
     run.refresh_from_db()
     run.output = output  # the exact output (the stored one is redacted)
     return run

@@ -40,7 +40,9 @@ MAX_MESSAGE_BYTES = 5 * 1024 * 1024
 # The launcher stops at once on SIGTERM; it needs longer only when it cannot run at all (on the
 # subreaper path a script running as the same user could stop it), and is then killed.
 STOP_GRACE_SECONDS = 5
-ALLOWED_CALLS = ("get_password", "get_field", "basic_auth", "sign_jws", "verify_jws", "encrypt_jwe", "decrypt_jwe")
+ALLOWED_CALLS = (
+    "get_password", "get_field", "get_access_token", "basic_auth", "sign_jws", "verify_jws", "encrypt_jwe", "decrypt_jwe",
+)  # fmt: skip
 
 
 def scripts_enabled() -> bool:

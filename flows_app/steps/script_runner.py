@@ -96,6 +96,9 @@ class Secrets:
     def get_field(self, name, field):
         return self._call("get_field", name, field)
 
+    def get_access_token(self, name):
+        return self._call("get_access_token", name)
+
     def basic_auth(self, name):
         return tuple(self._call("basic_auth", name))
 

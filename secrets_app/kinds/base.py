@@ -235,6 +235,10 @@ class SecretKind:
     def password(self) -> str:
         raise self.refuse("get_password needs an api_token or basic_auth secret")
 
+    def access_token(self) -> str:
+        """The raw access token, for a scheme other than Bearer (``Vault.get_access_token``)."""
+        raise self.refuse("get_access_token needs an oauth2 secret")
+
     def credentials(self) -> tuple[str, str]:
         """User name and password."""
         raise self.refuse("basic_auth needs a basic_auth secret")

@@ -50,3 +50,10 @@ class Generic(SecretKind):
         if field in public:
             return public[field], False
         raise self.refuse(f"it has no field {field!r}")
+
+    def access_token(self) -> str:
+        """A secret field named ``access_token`` (an app's connection that holds one)."""
+        value, is_secret = self.get_field("access_token")
+        if not is_secret:
+            raise self.refuse("get_access_token needs a secret field 'access_token'")
+        return value

@@ -171,6 +171,23 @@ class OAuth2(SecretKind):
             "instead of the standard request. Installed apps set these.",
         ),
         Field(
+            "token_data_fields",
+            "Token data fields",
+            type="list",
+            required=False,
+            help_text="Fields of the token response to keep (encrypted) for flows, as {{ connection.data.NAME }}, "
+            "e.g. instance_url. Blank: what the provider hooks keep.",
+        ),
+        Field(
+            "refresh_token_idle_days",
+            "Refresh token idle expiry (days)",
+            type="integer",
+            required=False,
+            min_value=1,
+            help_text="The provider ends a refresh token unused this long: the connection shows a "
+            "'reconnect by' date and a notice goes out before it.",
+        ),
+        Field(
             "hooks",
             "Provider hooks",
             required=False,
@@ -336,6 +353,11 @@ class OAuth2(SecretKind):
 
     def probe(self):
         return self.http_probe(self.value("test_url"))
+
+    def access_token(self) -> str:
+        from secrets_app.oauth2.tokens import access_token_get
+
+        return access_token_get(self.secret)
 
     def identity(self) -> str:
         from secrets_app.oauth2.tokens import connection_for

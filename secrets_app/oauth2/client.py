@@ -18,7 +18,7 @@ import email.utils
 import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +50,8 @@ PERMANENT_ERRORS = frozenset(
     {"invalid_grant", "invalid_client", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
 )
 MAX_TOKEN_RESPONSE_BYTES = 256 * 1024
+#: The secrets of a token response: never kept as token data, whatever a preset names.
+TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "id_token"})
 DEFAULT_HOOKS = "secrets_app.oauth2.client.OAuth2Hooks"
 
 
@@ -76,6 +78,11 @@ class OAuth2Config:
     pkce: bool
     require_iss: bool
     hooks: str
+    token_data_fields: tuple[str, ...] = ()
+    refresh_token_idle_days: int | None = None
+    #: operation -> flow slug (``secrets_app.oauth2.operations``), and the secret they run for
+    operations: dict[str, str] = field(default_factory=dict)
+    secret: Any = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         return f"<OAuth2Config {self.name!r}>"
@@ -103,6 +110,10 @@ class OAuth2Config:
             pkce=config.get("pkce", True),
             require_iss=config.get("require_iss", False),
             hooks=config.get("hooks", "") or DEFAULT_HOOKS,
+            token_data_fields=tuple(config.get("token_data_fields") or ()),
+            refresh_token_idle_days=config.get("refresh_token_idle_days"),
+            operations=dict(config.get("operations", {})),
+            secret=secret,
         )
 
 
@@ -112,6 +123,8 @@ class TokenResult:
 
     ``refresh_token`` is None when the provider sent none (the stored one is kept);
     ``scope`` is None when the provider did not say (the requested scope was granted).
+    ``extra``: what flows need of the answer besides the tokens (``token_data_fields``, and
+    what a provider's hooks add); ``refresh_token_expires_in``: seconds, when the provider says.
     """
 
     token: str
@@ -122,6 +135,7 @@ class TokenResult:
     token_type: str = "Bearer"
     identity_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    refresh_token_expires_in: float | None = None
 
     def __repr__(self) -> str:
         return f"<TokenResult expires_in={self.expires_in} refresh_token={'yes' if self.refresh_token else 'no'}>"
@@ -177,6 +191,12 @@ class OAuth2Hooks:
             scope=scope,
             id_token=token.get("id_token"),
             token_type=str(token.get("token_type") or "Bearer"),
+            extra={
+                name: token[name]
+                for name in config.token_data_fields
+                if name in token and name not in TOKEN_FIELDS and isinstance(token[name], (str, int, float, bool))
+            },
+            refresh_token_expires_in=_seconds(token.get("refresh_token_expires_in")),
         )
 
     def session(
@@ -223,7 +243,13 @@ class OAuth2Hooks:
         )
 
     def exchange_code(
-        self, config: OAuth2Config, *, code: str, redirect_uri: str, code_verifier: str | None
+        self,
+        config: OAuth2Config,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None,
+        callback: Mapping[str, str] | None = None,  # the whole redirect, for hooks that read more
     ) -> TokenResult:
         session = self.session(config, redirect_uri=redirect_uri, scope=config.scope.split() or None)
         auth, body = self.client_authentication(config)
@@ -340,6 +366,16 @@ class OAuth2Hooks:
             raise TokenEndpointUnavailable(f"The token endpoint could not be used: {type(exc).__name__}.") from None
 
 
+def _seconds(value: Any) -> float | None:
+    """A refresh token's lifetime in a token response (a number, or digits as text); None
+    when absent, not a number, or beyond ten years (a date that far is no date)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if 0 < seconds <= 10 * 365 * 86400 else None
+
+
 def _json_error(response: requests.Response) -> str:
     try:
         body = jsonsafe.loads(response.content)
@@ -349,8 +385,14 @@ def _json_error(response: requests.Response) -> str:
 
 
 def hooks_for(config: OAuth2Config) -> OAuth2Hooks:
-    """The hooks class named on the secret, instantiated."""
-    return load_hooks_class(config.hooks)()
+    """The hooks class named on the secret, instantiated; operations it names as flows
+    replace theirs (``secrets_app.oauth2.operations``)."""
+    hooks = load_hooks_class(config.hooks)()
+    if config.operations:
+        from secrets_app.oauth2.operations import OperationHooks
+
+        return OperationHooks(hooks, config)
+    return hooks
 
 
 def load_hooks_class(dotted_path: str) -> type[OAuth2Hooks]:

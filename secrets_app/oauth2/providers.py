@@ -26,6 +26,8 @@ FIELDS = (
     "client_auth",
     "extra_authorize_params",
     "hooks",
+    "token_data_fields",
+    "refresh_token_idle_days",
 )
 
 

@@ -248,6 +248,25 @@ def next_refresh_at(connection_id: int, expires_at: datetime | None, expires_in:
     return expires_at - timedelta(seconds=window * (0.5 + 0.5 * spread))
 
 
+def token_data_kept(extra: dict, config: OAuth2Config) -> dict:
+    """What is kept of a token response's extra fields: those the secret's
+    ``token_data_fields`` name (its preset fills them), or all the hooks returned."""
+    if not config.token_data_fields:
+        return dict(extra)
+    return {name: extra[name] for name in config.token_data_fields if name in extra}
+
+
+def refresh_token_expiry(result: TokenResult, config: OAuth2Config, now: datetime) -> datetime | None:
+    """When the refresh token stored with ``result`` stops working: the provider's
+    ``refresh_token_expires_in``, else the secret's idle-expiry rule (each use of the
+    refresh token starts the idle time again). None: unknown, the stored date stands."""
+    if result.refresh_token_expires_in:
+        return now + timedelta(seconds=result.refresh_token_expires_in)
+    if config.refresh_token_idle_days and config.grant_type != "client_credentials":
+        return now + timedelta(days=config.refresh_token_idle_days)
+    return None
+
+
 def store_tokens(
     stale: OAuth2Connection,
     result: TokenResult,
@@ -284,23 +303,29 @@ def store_tokens(
         "lease_expires_at": None,
         "next_refresh_at": next_refresh_at(stale.pk, expires_at, expires_in),
     }
+    config = OAuth2Config.from_secret(stale.secret)
     if result.scope is not None or connected:
-        changes["granted_scope"] = (
-            result.scope if result.scope is not None else OAuth2Config.from_secret(stale.secret).scope
-        )
+        changes["granted_scope"] = result.scope if result.scope is not None else config.scope
     if identity is not None:
         changes["identity"] = identity[:255]
     if result.extra or connected:
-        changes["provider_data"] = result.extra
+        changes["provider_data"] = token_data_kept(result.extra, config)
+    reconnect_by = refresh_token_expiry(result, config, now)
+    if reconnect_by is not None or connected:
+        changes["reconnect_by"] = reconnect_by
     if connected:
         changes["connected_at"] = now
-    recovered = bool(stale.failure_count or stale.status == OAuth2Connection.Status.NEEDS_REAUTHORIZATION)
     # A new grant from the user always wins; a refresh only replaces the version it read.
     target = OAuth2Connection.objects.filter(pk=stale.pk)
     if not connected:
         target = target.filter(version=stale.version)
     with transaction.atomic():
-        stored = target.update(**changes)
+        # Leaving a failure is recorded (and signalled) by the one UPDATE that does it:
+        # concurrent stores (two reconnects, a refresh racing a reconnect) re-check the
+        # condition after the first commits, so the others store without recovering.
+        failed = Q(status=OAuth2Connection.Status.NEEDS_REAUTHORIZATION) | Q(failure_count__gt=0)
+        recovered = bool(target.filter(failed).update(**changes))
+        stored = recovered or target.update(**changes)
         if not stored:
             # Only when our lease expired mid-request and another process stored first.
             logger.warning(
@@ -339,15 +364,19 @@ def _store_failure(
         "lease_owner": "",
         "lease_expires_at": None,
     }
+    target = OAuth2Connection.objects.filter(pk=stale.pk, lease_owner=owner)
     if permanent:
         changes.update(
             status=OAuth2Connection.Status.NEEDS_REAUTHORIZATION, version=F("version") + 1, next_refresh_at=None
         )
+        # Entering "needs re-authorization" happens (and is signalled) once, whoever noticed.
+        target = target.exclude(status=OAuth2Connection.Status.NEEDS_REAUTHORIZATION)
     else:
         backoff = max(retry_after or 0, 60 * min(2**stale.failure_count, 32))
         changes["next_refresh_at"] = now + timedelta(seconds=backoff)
     with transaction.atomic():
-        if not OAuth2Connection.objects.filter(pk=stale.pk, lease_owner=owner).update(**changes):
+        if not target.update(**changes):
+            _release_lease(stale, owner)
             return
         audit_record(
             actor_label="oauth2",

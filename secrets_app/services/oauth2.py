@@ -191,7 +191,11 @@ def _authorization_finish(
         raise AuthorizationFailed("The provider's answer has no authorization code.")
     try:
         result = hooks_for(config).exchange_code(
-            config, code=code, redirect_uri=attempt.redirect_uri, code_verifier=attempt.pkce.get("code_verifier")
+            config,
+            code=code,
+            redirect_uri=attempt.redirect_uri,
+            code_verifier=attempt.pkce.get("code_verifier"),
+            callback={key: params[key] for key in params},
         )
     except ReauthorizationRequired as exc:
         raise AuthorizationFailed(f"The provider refused the code: {exc}") from None

@@ -44,5 +44,5 @@ class NotionHooks(OAuth2Hooks):
         email = (owner.get("person") or {}).get("email")
         result.identity_name = email or owner.get("name") or token.get("workspace_name")
         if token.get("workspace_id"):
-            result.extra = {"workspace_id": token["workspace_id"], "workspace_name": token.get("workspace_name", "")}
+            result.extra.update(workspace_id=token["workspace_id"], workspace_name=token.get("workspace_name", ""))
         return result

@@ -22,5 +22,5 @@ class SalesforceHooks(OAuth2Hooks):
             issued = int(issued_at) / 1000 if str(issued_at or "").isdigit() else time.time()
             result.expires_in = max(issued + self.session_seconds - time.time(), 0)
         if token.get("instance_url"):
-            result.extra = {"instance_url": token["instance_url"]}
+            result.extra["instance_url"] = token["instance_url"]
         return result

@@ -40,7 +40,7 @@ class SlackHooks(OAuth2Hooks):
         user_id = (token.get("authed_user") or {}).get("id")
         if team.get("name"):
             result.identity_name = f"{team['name']} / {user_id}" if user_id else team["name"]
-        result.extra = {
-            key: value for key, value in {"team_id": team.get("id"), "app_id": token.get("app_id")}.items() if value
-        }
+        result.extra.update(
+            {key: value for key, value in {"team_id": team.get("id"), "app_id": token.get("app_id")}.items() if value}
+        )
         return result

@@ -277,3 +277,24 @@ def test_a_rename_without_consequences_needs_no_confirmation(admin_client):
         {"name": "key-2", "token": "", "header": "Authorization", "probe_url": ""},
     )
     assert response.status_code == 302 and Secret.objects.get(pk=secret.pk).name == "key-2"
+
+
+def test_the_connections_manager_shows_the_reconnect_by_date_and_when_each_notice_went_out(admin_client):
+    from tests.secrets_app.oauth2.test_tokens import token_endpoint_secret
+
+    server = RecordingServer()
+    try:
+        token_endpoint_secret(server, name="quiet")
+        told = token_endpoint_secret(server, name="told")
+    finally:
+        server.stop()
+    at = timezone.make_aware(timezone.datetime(2026, 11, 2, 9, 30))
+    OAuth2Connection.objects.filter(secret=told).update(
+        reconnect_by=at + timedelta(days=60), reauthorization_notice_at=at, recovery_notice_at=at + timedelta(hours=2)
+    )
+    page = admin_client.get(reverse("admin:secrets_app_oauth2connection_changelist")).content.decode()
+    rows = {name: row for row in page.split("<tr")[1:] for name in ("quiet", "told") if f">{name}</a>" in row}
+    local = timezone.localtime
+    assert f"needs re-authorization: {local(at):%Y-%m-%d %H:%M}<br>recovered: {local(at + timedelta(hours=2)):%Y-%m-%d %H:%M}" in rows["told"]
+    assert "Reconnect by" in page and "Notices sent" in page
+    assert "needs re-authorization:" not in rows["quiet"]

@@ -279,6 +279,27 @@ class TestFailures:
         assert stored(secret).status == "connected" and stored(secret).last_error == ""
         assert received and AuditEvent.objects.filter(action="oauth2.recovered").exists()
 
+    def test_two_reconnects_that_read_the_broken_connection_recover_it_once(self, db):
+        from secrets_app.oauth2.client import TokenResult
+        from secrets_app.oauth2.tokens import connection_for, store_tokens
+
+        server = RecordingServer()
+        try:
+            secret = token_endpoint_secret(server)
+        finally:
+            server.stop()
+        OAuth2Connection.objects.filter(secret=secret).update(status="needs_reauthorization", last_error="invalid_grant")
+        first, second = connection_for(secret), connection_for(secret)  # both callbacks read it broken
+        received = []
+        signals.oauth2_connection_recovered.connect(lambda **kwargs: received.append(kwargs), weak=False, dispatch_uid="t3")
+        try:
+            store_tokens(first, TokenResult(token="access-a", refresh_token="refresh-a"), connected=True)
+            store_tokens(second, TokenResult(token="access-b", refresh_token="refresh-b"), connected=True)
+        finally:
+            signals.oauth2_connection_recovered.disconnect(dispatch_uid="t3")
+        assert len(received) == 1 and AuditEvent.objects.filter(action="oauth2.recovered").count() == 1
+        assert stored(secret).tokens["access_token"] == "access-b"  # a new grant always wins
+
 
 def token_endpoint_secret(server, name="flaky", **fields):
     """An OAuth2 secret connected by hand, whose token endpoint is a local server."""
