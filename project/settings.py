@@ -116,6 +116,10 @@ FLOWGATE_OAUTH2_REFRESH_LEEWAY_SECONDS = env_int("FLOWGATE_OAUTH2_REFRESH_LEEWAY
 FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS = env_int("FLOWGATE_OAUTH2_PROACTIVE_WINDOW_SECONDS", 15 * 60)
 FLOWGATE_OAUTH2_HOOK_MODULES = env_list("FLOWGATE_OAUTH2_HOOK_MODULES")
 
+# Connect links (README, "Connect links"): how long one lasts, and where it may send people back.
+FLOWGATE_CONNECT_LINK_LIFETIME_SECONDS = env_int("FLOWGATE_CONNECT_LINK_LIFETIME_SECONDS", 3600)
+FLOWGATE_CONNECT_RETURN_URLS = env_list("FLOWGATE_CONNECT_RETURN_URLS")
+
 # Metrics at /metrics (README, "Metrics"): off without a token. Every process writes its
 # counts to files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up (project/metrics.py).
 # prometheus_client reads the variable from the environment when it is first imported,
@@ -133,6 +137,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "oauth2_provider",
+    "ninja",
     "project",
     "secrets_app",
     "flows_app",
