@@ -70,7 +70,7 @@ class ConnectLink(models.Model):
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="connect_links")
     connection = models.ForeignKey(
-        Connection, null=True, blank=True, on_delete=models.CASCADE, related_name="connect_links"
+        Connection, null=True, blank=True, on_delete=models.SET_NULL, related_name="connect_links"
     )
     reconnect = models.BooleanField(default=False)
     end_user = models.CharField(max_length=200, blank=True)
