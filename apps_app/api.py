@@ -6,7 +6,8 @@ client-credentials grant; see ``flows_app.oauth2_server``) carrying the operatio
 ``connections:write`` to make connect links, ``connections:read`` to list connections.
 The token is checked by django-oauth-toolkit against its store (expired or revoked tokens
 are refused). Errors are ``{"detail": "..."}``: 401 without a valid token, 403 without the
-scope, 400 for bad input, 404 for an unknown app or connection. Never a secret's value.
+scope (or when the client application's user may not manage the connection), 400 for bad
+input, 404 for an unknown app or connection. Never a secret's value.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
@@ -121,6 +123,11 @@ def _request_invalid(request, exc):
 @api.exception_handler(DjangoValidationError)
 def _service_refused(request, exc):
     return api.create_response(request, {"detail": " ".join(exc.messages)}, status=400)
+
+
+@api.exception_handler(PermissionDenied)
+def _not_permitted(request, exc):
+    return api.create_response(request, {"detail": str(exc) or "Not permitted."}, status=403)
 
 
 @api.post(

@@ -41,8 +41,10 @@ from apps_app.exceptions import ConnectLinkGone, ConnectLinkInvalid
 from apps_app.models import App, Connection, ConnectLink
 from apps_app.services.apps import connection_secret_data
 from apps_app.services.connections import connection_create, connection_test, connection_update
+from secrets_app import access
 from secrets_app.exceptions import AuthorizationFailed
 from secrets_app.oauth2.providers import presets
+from secrets_app.services.audit import audit_record
 from secrets_app.services.oauth2 import oauth2_authorization_complete, oauth2_authorization_start
 from secrets_app.services.secrets import secret_delete
 
@@ -128,9 +130,11 @@ def connect_link_create(
     connection: Connection | None = None,
     acting_user=None,
 ) -> IssuedLink:
-    """Make a link to connect an account to ``app`` (or connect ``connection`` again).
-    Raises ValidationError for an end-user reference too long or a return URL not allowed."""
+    """Make a link to connect an account to ``app`` (or connect ``connection`` again: only
+    who may manage it). Raises ValidationError for an end-user reference too long or a
+    return URL not allowed, PermissionDenied for a connection the user may not manage."""
     if connection is not None:
+        access.require_manage(acting_user, connection.secret)
         app, end_user = connection.app, end_user or connection.end_user
     errors = {}
     if len(end_user) > ConnectLink._meta.get_field("end_user").max_length:
@@ -152,6 +156,13 @@ def connect_link_create(
         # Whole seconds: the signed expiry is a timestamp in seconds.
         expires_at=(now + timedelta(seconds=app_settings.connect_link_lifetime_seconds)).replace(microsecond=0),
     )
+    audit_record(
+        acting_user=acting_user,
+        action="app.connect_link",
+        target_type="app",
+        target_name=app.slug,
+        detail={"link": link.pk, "connection": link.connection_id, "return_url": bool(return_url)},
+    )  # never the URL: whoever holds it may use it
     return IssuedLink(link=link, url=connect_link_url(link), expires_at=link.expires_at)
 
 
@@ -197,7 +208,7 @@ def connect_link_scopes(app: App) -> list[tuple[str, str]]:
     if app.connection_kind != App.ConnectionKind.OAUTH2:
         return []
     data = connection_secret_data(app)
-    preset = presets().get(app.manifest["connection"].get("preset", ""), {})
+    preset = presets().get(data.get("preset", ""), {})
     scope = data.get("scope") or preset.get("scope", "")
     words = {**STANDARD_SCOPE_WORDS, **preset.get("scope_descriptions", {})}
     return [(name, words.get(name, "")) for name in scope.split()]

@@ -170,3 +170,15 @@ class TestDescription:
         assert schema["paths"]["/api/connect-links"]["post"]["security"] == [{"ClientToken": []}]
         docs = client.get("/api/docs")
         assert docs.status_code == 200 and b"openapi.json" in docs.content
+
+
+class TestAccess:
+    def test_a_reconnect_link_needs_a_client_whose_user_may_manage_the_connection(
+        self, client, token, notes_app, staff_user
+    ):
+        connection = connection_create(app=notes_app, data={"api_key": "key-ann"}, acting_user=staff_user("ann"))
+        write = token("connections:write")
+        AccessToken.objects.get().application.__class__.objects.update(user=staff_user("mallory"))
+        response = send(client, "POST", f"/connections/{connection.pk}/connect-link", write, {})
+        assert response.status_code == 403 and "may not manage" in response.json()["detail"]
+        assert not ConnectLink.objects.exists()

@@ -17,15 +17,18 @@ from django.core.management import CommandError, call_command
 from apps_app.manifest import manifest_parse
 from apps_app.models import Connection, ConnectLink
 from apps_app.services.apps import app_install, app_registration_set
-from apps_app.services.connect_links import connect_link_create
+from apps_app.services.connect_links import connect_link_create, connect_link_scopes
 from secrets_app.models import OAuth2AuthorizationRequest, OAuth2Connection, Secret
-from tests.apps_app.test_install import notes_api, notes_manifest  # noqa: F401  (notes_api: a fixture)
+from tests.apps_app import test_install
+from tests.apps_app.test_install import notes_manifest
 from tests.conftest import OWNER, screenshot
 from tests.provider import provider_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 RETURN_PREFIX = "https://builder.example.com/integrations"
+
+notes_api = test_install.notes_api  # the notes API the generic app's flows call (a fixture)
 
 
 @pytest.fixture
@@ -69,7 +72,7 @@ def make_link(app_slug: str, **options) -> str:
 
 
 @pytest.fixture
-def notes(flowgate, notes_api):  # noqa: F811  (the imported fixture)
+def notes(flowgate, notes_api):
     return app_install(manifest=manifest_parse(notes_manifest(notes_api.url))).app
 
 
@@ -361,3 +364,23 @@ class TestOAuth2App:
         assert "denied at the provider" in page.get_by_role("status").inner_text()
         kept = OAuth2Connection.objects.get(secret_id=connection.pk)
         assert kept.tokens == tokens and kept.status == OAuth2Connection.Status.CONNECTED
+
+
+class TestScopesInWords:
+    def test_a_presets_scopes_are_listed_in_its_words_and_unknown_ones_by_name(self, flowgate):
+        manifest = textwrap.dedent(
+            """
+            app: {slug: tweets, name: Tweets, version: 1.0.0}
+            connection: {kind: oauth2, preset: x}
+            flows:
+              noop: {steps: [{key: out, kind: transform, value: {ok: true}}]}
+            """
+        )
+        app = app_install(manifest=manifest_parse(manifest)).app
+        assert connect_link_scopes(app) == [
+            ("tweet.read", "Read your posts and timeline"),
+            ("users.read", "See your profile"),
+            ("offline.access", "Stay connected when you are not using it"),
+        ]
+        app.manifest["connection"]["scope"] = "tweet.read like.write"
+        assert connect_link_scopes(app) == [("tweet.read", "Read your posts and timeline"), ("like.write", "")]
