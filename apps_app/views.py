@@ -97,11 +97,11 @@ def _connect_outcome_page(request, outcome: connect_links.ConnectOutcome):
 
 @never_cache
 @require_http_methods(["GET", "POST"])
-def connect_page(request, token: str):
+def connect_page(request):
     """What a connect link opens: the app, what it may do, then its fields or "Continue"
     to the provider. Needs no account; the form is CSRF-protected like every POST."""
     try:
-        link = connect_links.connect_link_open(token)
+        link = connect_links.connect_link_open(request.GET.get("link", ""))
     except ConnectLinkError as exc:
         return _connect_refused(request, str(exc), status=exc.status)
     app = link.app

@@ -1,6 +1,6 @@
 """Connect links: how someone without an account here connects their account to an app.
 
-A link is a URL ``BASE_URL/connect/<token>/``. The token is the link's parameters (its row
+A link is a URL ``BASE_URL/connect/?link=<token>``. The token is the link's parameters (its row
 id, app, connection, end-user reference, return URL, expiry) signed with Django's signer,
 so a change to any of them is refused; the ``ConnectLink`` row makes it single-use (its
 ``used_at`` is set with a compare-and-set) and lets an operator see what was handed out.
@@ -118,8 +118,10 @@ def _signed_fields(link: ConnectLink) -> dict[str, Any]:
 
 
 def connect_link_url(link: ConnectLink) -> str:
+    """The link to hand out. The token travels in the query string, whose values every log
+    line masks (``project.log_redaction``): whoever holds an unused link may use it."""
     token = signing.dumps(_signed_fields(link), salt=SIGNING_SALT, compress=True)
-    return f"{app_settings.base_url}/connect/{token}/"
+    return f"{app_settings.base_url}/connect/?{urlencode({'link': token})}"
 
 
 def connect_link_create(

@@ -55,7 +55,7 @@ class TestConnectLinks:
         response = send(client, "POST", "/connect-links", token("connections:write"), body)
         assert response.status_code == 201, response.content
         answer = response.json()
-        assert answer["url"].startswith("http://testserver/connect/")
+        assert answer["url"].startswith("http://testserver/connect/?link=")
         expires_at = parse_datetime(answer["expires_at"])
         assert timedelta(minutes=59) < expires_at - timezone.now() <= timedelta(hours=1)
         link = ConnectLink.objects.get()

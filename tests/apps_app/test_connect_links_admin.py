@@ -1,5 +1,7 @@
 """The admin action that makes connect links (the apps admin lists it on apps and connections)."""
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from django.contrib import admin
 from django.contrib.messages import get_messages
@@ -9,7 +11,9 @@ from apps_app.admin_connect_links import make_connect_links
 from apps_app.manifest import manifest_parse
 from apps_app.models import App, Connection, ConnectLink
 from apps_app.services.apps import app_install
+from apps_app.services.connect_links import connect_link_create
 from apps_app.services.connections import connection_create
+from project.log_redaction import redact_text
 from secrets_app.models import AuditEvent
 from tests.apps_app.test_install import notes_manifest
 
@@ -37,6 +41,13 @@ def test_an_app_gets_a_link_shown_once_with_a_copy_button(rf, notes_app, staff_u
     assert 'value="http://testserver/connect/' in message and ">Copy</button>" in message
     audit = AuditEvent.objects.get(action="app.connect_link")
     assert "/connect/" not in str(audit.detail)  # the URL is a bearer credential
+
+
+def test_a_links_token_is_masked_in_request_log_lines(notes_app):
+    url = connect_link_create(app=notes_app).url
+    token = parse_qs(urlsplit(url).query)["link"][0]
+    line = redact_text(f'"GET {urlsplit(url).path}?{urlsplit(url).query} HTTP/1.1" 200 2154')
+    assert token not in line and "/connect/?link=" in line
 
 
 def test_a_connection_gets_a_reconnect_link_only_for_who_may_manage_it(rf, notes_app, staff_user):
