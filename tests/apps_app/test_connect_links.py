@@ -215,6 +215,13 @@ def crm_manifest(provider) -> str:
             steps:
               - {{key: me, kind: http_request, method: GET, url: "{provider.url}/o/userinfo/", secret: connection}}
               - {{key: out, kind: transform, value: {{identity: "{{{{ steps.me.body.email }}}}"}}}}
+          profile:
+            public: true
+            steps:
+              - {{key: me, kind: http_request, method: GET, url: "{provider.url}/o/userinfo/", secret: connection}}
+              - {{key: reply, kind: respond, status: 200, body: {{email: "{{{{ steps.me.body.email }}}}"}}}}
+            triggers:
+              - {{kind: endpoint, path: profile, methods: [GET], auth: {{kind: open}}, response: sync}}
         """
     )
 
@@ -385,3 +392,41 @@ class TestScopesInWords:
         ]
         app.manifest["connection"]["scope"] = "tweet.read like.write"
         assert connect_link_scopes(app) == [("tweet.read", "Read your posts and timeline"), ("like.write", "")]
+
+
+class TestSaasBuilderJourney:
+    def test_the_backend_asks_for_a_link_the_customer_connects_and_a_flow_runs_with_their_account(
+        self, page, crm, flowgate, celery_worker
+    ):
+        import requests
+
+        from secrets_app.services.secrets import secret_create
+        from tests.flows_app.test_oauth2_server import CLIENT_SECRET, register
+
+        http = requests.Session()
+        http.trust_env = False
+        # The builder's backend: a client-credentials token from Flowgate's /o/token/, then a link.
+        signer = secret_create(name="api-signer", kind="rs256", data={"generate": True})
+        backend = register("builder-backend", "connections:read connections:write", signer)
+        token = http.post(
+            f"{flowgate}/o/token/",
+            data={"grant_type": "client_credentials", "scope": "connections:read connections:write"},
+            auth=(backend.client_id, CLIENT_SECRET),
+        ).json()["access_token"]
+        api = {"Authorization": f"Bearer {token}"}
+        answer = http.post(
+            f"{flowgate}/api/connect-links", json={"app": "crm", "end_user": "customer-42"}, headers=api
+        )
+        assert answer.status_code == 201, answer.text
+
+        # The customer, with no account here, opens it and connects.
+        page.goto(answer.json()["url"])
+        page.get_by_role("button", name="Continue to sign in").click()
+        sign_in_at_the_provider(page)
+        assert page.get_by_role("status").inner_text() == f"Connected as {OWNER['email']}."
+
+        # The backend finds the connection by its reference, and runs the app's flow with it.
+        [listed] = http.get(f"{flowgate}/api/connections", params={"end_user": "customer-42"}, headers=api).json()
+        assert (listed["app"], listed["identity"], listed["status"]) == ("crm", OWNER["email"], "connected")
+        profile = http.get(f"{flowgate}/hooks/apps/crm/{listed['id']}/profile", timeout=60)
+        assert profile.status_code == 200 and profile.json() == {"email": OWNER["email"]}
