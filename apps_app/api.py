@@ -46,6 +46,12 @@ api = NinjaAPI(
 class ClientToken(HttpBearer):
     """A bearer access token from ``/o/token/`` that carries ``scope``."""
 
+    openapi_bearerFormat = "JWT"
+    openapi_description = (
+        "An access token from this installation's /o/token/ (client-credentials grant) with the "
+        "operation's scope: connections:write or connections:read."
+    )
+
     def __init__(self, scope: str):
         super().__init__()
         self.scope = scope

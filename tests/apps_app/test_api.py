@@ -168,6 +168,9 @@ class TestDescription:
             schema["paths"]
         )
         assert schema["paths"]["/api/connect-links"]["post"]["security"] == [{"ClientToken": []}]
+        scheme = schema["components"]["securitySchemes"]["ClientToken"]
+        assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+        assert "/o/token/" in scheme["description"]
         docs = client.get("/api/docs")
         assert docs.status_code == 200 and b"openapi.json" in docs.content
 
