@@ -69,10 +69,14 @@ class TestConnectLinks:
 
     def test_a_reconnect_link_names_the_existing_connection(self, client, token, notes_app):
         connection = connection_create(app=notes_app, data={"api_key": "key-ann"}, end_user="customer-42")
-        response = send(client, "POST", f"/connections/{connection.pk}/connect-link", token("connections:write"), {})
+        write = token("connections:write")
+        response = send(client, "POST", f"/connections/{connection.pk}/connect-link", write, {"return_url": RETURN_URL})
         assert response.status_code == 201, response.content
         link = ConnectLink.objects.get()
         assert (link.connection, link.reconnect, link.end_user) == (connection, True, "customer-42")
+        assert link.return_url == RETURN_URL
+        without_body = send(client, "POST", f"/connections/{connection.pk}/connect-link", write)
+        assert without_body.status_code == 201, without_body.content
 
     @pytest.mark.parametrize(
         "body, reason",
@@ -98,6 +102,7 @@ class TestConnectLinks:
         response = send(client, "POST", "/connect-links", write, {"app": "crm"})
         assert response.status_code == 404 and response.json() == {"detail": "There is no installed app 'crm'."}
         assert send(client, "POST", "/connections/999999/connect-link", write, {}).status_code == 404
+        assert send(client, "POST", "/connections/abc/connect-link", write, {}).status_code == 400
 
 
 class TestAuthentication:
