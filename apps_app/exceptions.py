@@ -4,6 +4,9 @@
 - ``django.core.exceptions.ValidationError``: bad input to a service (a connection's fields).
 - ``AppInUse``: uninstalling an app that still has connections, without ``force``.
 - ``ConnectionTestFailed`` is not raised: a failed test is the connection's status.
+- ``ConnectLinkError``: a connect link that cannot be used (``status``: the HTTP status its
+  page answers with): ``ConnectLinkInvalid`` (changed, cut short: 400), ``ConnectLinkGone``
+  (expired or already used: 410).
 """
 
 
@@ -14,3 +17,15 @@ class AppInUse(Exception):
             f"The app {app_slug!r} has {count} connection(s); remove them first, or uninstall with --force "
             "(which revokes and deletes them)."
         )
+
+
+class ConnectLinkError(Exception):
+    status = 400
+
+
+class ConnectLinkInvalid(ConnectLinkError):
+    status = 400
+
+
+class ConnectLinkGone(ConnectLinkError):
+    status = 410

@@ -64,3 +64,32 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app.name} #{self.pk}"
+
+
+class ConnectLink(models.Model):
+    """A signed, single-use, expiring invitation to connect an account to one app, for
+    someone without an account here (``apps_app.services.connect_links``).
+
+    ``connection``: for a reconnect link, the connection it connects again (keeping its id);
+    for a new one, the connection it made once used. Whoever made the link owns what it makes.
+    """
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="connect_links")
+    connection = models.ForeignKey(
+        Connection, null=True, blank=True, on_delete=models.SET_NULL, related_name="connect_links"
+    )
+    reconnect = models.BooleanField(default=False)
+    end_user = models.CharField(max_length=200, blank=True)
+    return_url = models.CharField(max_length=2000, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True, help_text="Set once, by whoever used it first.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"connect link #{self.pk} to {self.app.slug}"

@@ -120,6 +120,10 @@ FLOWGATE_OAUTH2_RECONNECT_NOTICE_DAYS = env_int("FLOWGATE_OAUTH2_RECONNECT_NOTIC
 FLOWGATE_CONNECTION_NOTICE_FLOW = os.environ.get("FLOWGATE_CONNECTION_NOTICE_FLOW", "").strip()
 FLOWGATE_CONNECTION_NOTICE_EMAIL = env_bool("FLOWGATE_CONNECTION_NOTICE_EMAIL", False)
 
+# Connect links (README, "Connect links"): how long one lasts, and where it may send people back.
+FLOWGATE_CONNECT_LINK_LIFETIME_SECONDS = env_int("FLOWGATE_CONNECT_LINK_LIFETIME_SECONDS", 3600)
+FLOWGATE_CONNECT_RETURN_URLS = env_list("FLOWGATE_CONNECT_RETURN_URLS")
+
 # Metrics at /metrics (README, "Metrics"): off without a token. Every process writes its
 # counts to files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up (project/metrics.py).
 # prometheus_client reads the variable from the environment when it is first imported,
@@ -137,6 +141,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "oauth2_provider",
+    "ninja",
     "project",
     "secrets_app",
     "flows_app",

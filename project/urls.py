@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from apps_app.api import api as apps_api
 from project.metrics import metrics_view
 
 urlpatterns = [
@@ -12,4 +13,5 @@ urlpatterns = [
     path("", include("secrets_app.urls")),
     path("", include("flows_app.urls")),
     path("", include("apps_app.urls")),
+    path("api/", apps_api.urls),
 ]

@@ -241,12 +241,16 @@ class OAuth2AuthorizationRequest(models.Model):
     """One "Request access token" attempt, waiting for the provider's redirect.
 
     The ``state`` sent to the provider is stored only as a hash; the row is bound to the
-    user and the browser session that started it, expires, and is consumed once.
+    user and the browser session that started it, expires, and is consumed once. One that
+    a connect link started has no user: it is bound to the session and to the link instead.
     """
 
     state_hash = models.CharField(max_length=64, unique=True)
     secret = models.ForeignKey(Secret, on_delete=models.CASCADE, related_name="+")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE, related_name="+")
+    bound_to = models.CharField(
+        max_length=100, blank=True, help_text="What started it without a user (a connect link); completion names it."
+    )
     session_hash = models.CharField(max_length=64)
     pkce = EncryptedJSONField(default=SecretValues, help_text="code_verifier")
     redirect_uri = models.CharField(max_length=500)

@@ -27,6 +27,7 @@ from django.db import transaction
 
 from apps_app.app_settings import apps_settings
 from apps_app.models import App, Connection
+from apps_app.services.connect_links import connect_link_create
 from flows_app.models import Flow, FlowRun
 from flows_app.services.runs import flow_run_start
 from secrets_app import signals
@@ -44,10 +45,14 @@ SUBJECTS = {
 }
 
 
-def _reconnect_url(connection: Secret) -> str | None:
-    """A fresh link the person behind ``connection`` opens to connect it again, keeping its
-    id; connect links fill it, and without them there is none."""
-    return None
+def _reconnect_url(secret: Secret) -> str | None:
+    """A fresh connect link the person behind an app's connection opens to connect it again,
+    keeping its id (made by the operator, who may manage every connection). None for a
+    plain OAuth2 secret: its owner reconnects it in the admin."""
+    connection = Connection.objects.filter(secret=secret).select_related("app", "secret").first()
+    if connection is None:
+        return None
+    return connect_link_create(app=connection.app, connection=connection).url
 
 
 def notice_flow_slug(secret: Secret) -> str:
@@ -85,10 +90,10 @@ def notice_send(
     owner_email = secret.owner.email if apps_settings.connection_notice_email and secret.owner_id else ""
     if not slug and not owner_email:
         return None
-    payload = notice_input(secret, event, reason=reason, reconnect_by=reconnect_by)
     with transaction.atomic():
         if not oauth2_notice_claim(secret=secret, event=event):
             return None
+        payload = notice_input(secret, event, reason=reason, reconnect_by=reconnect_by)  # a link only when it goes out
         run = None
         if slug:
             flow = Flow.objects.get(slug=slug)

@@ -62,8 +62,13 @@ def oauth2_secret_get(*, name: str) -> Secret:
     return secret
 
 
-def oauth2_authorization_start(*, secret: Secret, user, session_key: str) -> str:
-    """Record a new authorization attempt and return the provider URL to send the user to."""
+def oauth2_authorization_start(*, secret: Secret, user, session_key: str, bound_to: str = "") -> str:
+    """Record a new authorization attempt and return the provider URL to send the user to.
+
+    ``bound_to``: a caller that checked its own authority (a connect link) starts one for no
+    user; only a completion in the same session naming the same ``bound_to`` finishes it."""
+    if user is None and not bound_to:
+        raise OAuth2Error("An authorization without a user must be bound to what started it.")
     access.require_manage(user, secret)
     config = OAuth2Config.from_secret(secret)
     if config.grant_type != "authorization_code":
@@ -83,6 +88,7 @@ def oauth2_authorization_start(*, secret: Secret, user, session_key: str) -> str
         state_hash=_hash(state),
         secret=secret,
         user=user,
+        bound_to=bound_to,
         session_hash=_hash(session_key),
         pkce={"code_verifier": verifier} if verifier else {},
         redirect_uri=redirect_uri,
@@ -100,7 +106,7 @@ class AuthorizationOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def _consume(state: str, secret_name: str, user, session_key: str) -> OAuth2AuthorizationRequest:
+def _consume(state: str, secret_name: str, user, session_key: str, bound_to: str) -> OAuth2AuthorizationRequest:
     """The attempt ``state`` belongs to, consumed (single use) and checked against the caller."""
     attempt = OAuth2AuthorizationRequest.objects.select_related("secret").filter(state_hash=_hash(state)).first()
     consumed = attempt is not None and OAuth2AuthorizationRequest.objects.filter(
@@ -108,7 +114,11 @@ def _consume(state: str, secret_name: str, user, session_key: str) -> OAuth2Auth
     ).update(consumed_at=timezone.now())
     if not consumed:
         raise AuthorizationFailed("This authorization attempt is unknown or was already used. Start again.")
-    if attempt.user_id != getattr(user, "pk", None) or attempt.session_hash != _hash(session_key or ""):
+    if (
+        attempt.user_id != getattr(user, "pk", None)
+        or attempt.bound_to != bound_to
+        or attempt.session_hash != _hash(session_key or "")
+    ):
         raise AuthorizationFailed("This authorization was started in another session. Start again from the admin.")
     if attempt.expires_at < timezone.now():
         raise AuthorizationFailed("This authorization attempt expired. Start again.")
@@ -140,7 +150,7 @@ def _check_issuer(config: OAuth2Config, params: Mapping[str, str]) -> str | None
 
 
 def oauth2_authorization_complete(
-    *, secret_name: str, user, session_key: str, params: Mapping[str, str]
+    *, secret_name: str, user, session_key: str, params: Mapping[str, str], bound_to: str = ""
 ) -> AuthorizationOutcome:
     """Check the provider's redirect, exchange the code, store the tokens.
 
@@ -152,7 +162,7 @@ def oauth2_authorization_complete(
     if not state:
         raise AuthorizationFailed("The provider's answer has no state parameter.")
     with transaction.atomic():
-        attempt = _consume(state, secret_name, user, session_key)
+        attempt = _consume(state, secret_name, user, session_key, bound_to)
     try:
         return _authorization_finish(attempt, user=user, params=params)
     except AuthorizationFailed as exc:

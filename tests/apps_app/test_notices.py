@@ -7,6 +7,7 @@ import sys
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core import mail
@@ -14,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection as db_connection
 from django.utils import timezone
 
+from apps_app.services.connect_links import connect_link_open
 from apps_app.manifest import manifest_parse
 from apps_app.models import App
 from apps_app.services.apps import app_install, app_registration_set
@@ -241,6 +243,10 @@ class TestAppNotices:
             "identity": "ann@crm.example",
             "end_user": "customer-42",
         }
+        # A fresh reconnect link for this connection: it keeps the connection's id.
+        token = parse_qs(urlsplit(run.input["reconnect_url"]).query)["link"][0]
+        link = connect_link_open(token)
+        assert link.reconnect and link.connection_id == secret.pk and link.end_user == "customer-42"
 
     def test_the_notice_flow_set_on_an_app_must_exist(self):
         app = app_install(manifest=manifest_parse(oauth2_app_manifest("https://crm.example"))).app

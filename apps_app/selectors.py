@@ -1,0 +1,62 @@
+"""Reading connections of apps for the connections API (never a value)."""
+
+from django.db.models import Case, F, QuerySet, Value, When
+
+from apps_app.models import Connection
+from secrets_app.models import OAuth2Connection, Secret
+
+#: A connection's one status: the OAuth2 token status when it is not connected; otherwise
+#: what its last test found ("failing", "untested" for fields never tested), else connected.
+CONNECTION_STATUSES = ("connected", "failing", "untested", "not_connected", "needs_reauthorization", "revoked")
+
+_TOKEN_STATUS = "secret__oauth2_connection__status"
+
+
+def connections_with_status(*, app: str = "", end_user: str = "", status: str = "") -> QuerySet[Connection]:
+    """Connections with ``status`` and ``token_*`` fields annotated,
+    filtered by app slug, end-user reference and status when given."""
+    queryset = (
+        Connection.objects.select_related("app", "secret")
+        .annotate(
+            status=Case(
+                When(
+                    **{f"{_TOKEN_STATUS}__in": [
+                        OAuth2Connection.Status.NOT_CONNECTED,
+                        OAuth2Connection.Status.NEEDS_REAUTHORIZATION,
+                        OAuth2Connection.Status.REVOKED,
+                    ]},
+                    then=F(_TOKEN_STATUS),
+                ),
+                When(secret__status=Secret.Status.FAILING, then=Value("failing")),
+                When(
+                    secret__status=Secret.Status.UNTESTED,
+                    secret__oauth2_connection__isnull=True,
+                    then=Value("untested"),
+                ),
+                default=Value("connected"),
+            ),
+            token_expires_at=F("secret__oauth2_connection__expires_at"),
+            token_error=F("secret__oauth2_connection__last_error"),
+            token_identity=F("secret__oauth2_connection__identity"),
+        )
+        .order_by("secret_id")
+    )
+    if app:
+        queryset = queryset.filter(app__slug=app)
+    if end_user:
+        queryset = queryset.filter(end_user=end_user)
+    if status:
+        queryset = queryset.filter(status=status)
+    return queryset
+
+
+def connection_identity(connection: Connection) -> str:
+    """The account: as the app's test named it, else as the provider did."""
+    return connection.secret.identity or connection.token_identity or ""
+
+
+def connection_last_error(connection: Connection) -> str:
+    """The token's last error, or the failing test's reason."""
+    if connection.token_error:
+        return connection.token_error
+    return connection.secret.status_detail if connection.secret.status == Secret.Status.FAILING else ""
