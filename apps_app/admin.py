@@ -182,10 +182,9 @@ class AppAdmin(admin.ModelAdmin):
                 request, format_html('The app was not installed:<ul id="manifest-errors">{}</ul>', problems), messages.ERROR
             )
             return changelist
-        head, *lines = str(change).splitlines()
-        self.message_user(request, head, messages.SUCCESS)
-        for line in lines:
-            self.message_user(request, line.strip().removeprefix("- "), messages.INFO)
+        self.message_user(request, change.headline, messages.SUCCESS)
+        for line in change.changes:
+            self.message_user(request, line, messages.INFO)
         return HttpResponseRedirect(reverse("admin:apps_app_app_change", args=[change.app.pk]))
 
     # -- an app's page ------------------------------------------------------------------

@@ -45,11 +45,13 @@ class AppChange:
     action: str  # "install", "upgrade" or "unchanged"
     changes: list[str] = field(default_factory=list)
 
+    @property
+    def headline(self) -> str:
+        done = {"install": "installed", "upgrade": "upgraded", "unchanged": "unchanged."}[self.action]
+        return f"{self.app.slug} {self.app.version}: {done}"
+
     def __str__(self) -> str:
-        if self.action == "unchanged":
-            return f"{self.app.slug} {self.app.version}: unchanged."
-        done = {"install": "installed", "upgrade": "upgraded"}[self.action]
-        return f"{self.app.slug} {self.app.version}: {done}" + "".join(f"\n  - {line}" for line in self.changes)
+        return self.headline + "".join(f"\n  - {line}" for line in self.changes)
 
 
 def app_flow_slug(app_slug: str, name: str) -> str:

@@ -126,6 +126,10 @@ class TestAppsPage:
         assert App.objects.get(slug="notes").icon.startswith("data:image/svg+xml;base64,")
         assert 'class="app-icon" src="data:image/svg+xml;base64,' in page_text(response)
 
+    def test_uploading_the_same_manifest_again_changes_nothing(self, admin_client, notes_api):
+        install_notes(notes_api.url)
+        assert messages_of(upload(admin_client, notes_manifest(notes_api.url).encode())) == ["notes 1.0.0: unchanged."]
+
     def test_an_upgrade_says_what_changed_line_by_line(self, admin_client, notes_api):
         install_notes(notes_api.url)
         newer = notes_manifest(notes_api.url + "/v2", version="1.1.0")
