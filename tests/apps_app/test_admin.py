@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from apps_app.manifest import manifest_parse
+from apps_app.manifest import MAX_UPLOAD_BYTES, manifest_parse
 from apps_app.models import App, Connection
 from apps_app.services.apps import app_install
 from apps_app.services.connections import connection_create, connection_test
@@ -165,6 +165,10 @@ class TestAppsPage:
         assert "The app was not installed" in text and "The zip cannot be read" in text
         assert not App.objects.exists()
 
+    def test_an_upload_too_large_is_refused_before_it_is_read(self, admin_client):
+        text = page_text(upload(admin_client, b"#" * (MAX_UPLOAD_BYTES + 1)))
+        assert f"The upload is larger than {MAX_UPLOAD_BYTES // 1024} KB." in text and not App.objects.exists()
+
     def test_a_flow_error_names_the_flow_and_step(self, admin_client, notes_api):
         bad = notes_manifest(notes_api.url).replace("kind: respond", "kind: nonsense")
         text = page_text(upload(admin_client, bad.encode()))
@@ -279,6 +283,16 @@ class TestRegistration:
         connection = Connection.objects.get()
         assert connection.end_user == "customer-7" and connection.secret.app_slug == "cloud-notes"
         assert "Not connected" in page_text(connection_page(admin_client, connection))
+
+    def test_connect_sends_an_existing_connection_to_the_provider_again(self, admin_client, settings):
+        settings.BASE_URL = "https://flowgate.example"
+        app = app_install(manifest=manifest_parse(oauth2_manifest())).app
+        admin_client.post(reverse("admin:apps_app_app_registration", args=[app.pk]), {"client_id": "cloud-client"})
+        app.refresh_from_db()
+        connection = connection_create(app=app)
+        assert 'id="connection-connect"' in page_text(connection_page(admin_client, connection))
+        response = admin_client.post(reverse("admin:apps_app_connection_connect", args=[connection.pk]))
+        assert response.status_code == 302 and response["Location"].startswith("https://provider.example/o/authorize/?")
 
     def test_without_a_client_adding_a_connection_says_what_to_do_first(self, admin_client):
         app = app_install(manifest=manifest_parse(oauth2_manifest())).app
