@@ -176,7 +176,7 @@ class AppAdmin(admin.ModelAdmin):
             if not request.user.has_perm("apps_app.change_app" if upgrade else "apps_app.add_app"):
                 raise PermissionDenied(f"You may not {'upgrade' if upgrade else 'install'} apps.")
             change = app_install(manifest=manifest, acting_user=request.user)
-        except ManifestError as exc:
+        except (ManifestError, ValidationError) as exc:  # the manifest, or what upgrading it would change
             problems = format_html_join("", "<li>{}</li>", ((problem,) for problem in exc.messages))
             self.message_user(
                 request, format_html('The app was not installed:<ul id="manifest-errors">{}</ul>', problems), messages.ERROR
@@ -311,7 +311,7 @@ class AppAdmin(admin.ModelAdmin):
                 self.message_user(
                     request, f"{app.name} still has {exc.count} connection(s): choose to revoke them too.", messages.ERROR
                 )
-            except PermissionDenied as exc:
+            except (PermissionDenied, VaultError) as exc:  # someone else's connection, or one a flow uses
                 self.message_user(request, f"Not uninstalled: {exc}", messages.ERROR)
             else:
                 for warning in warnings:

@@ -438,6 +438,20 @@ class TestAccess:
         assert "Not uninstalled" in forced and "may not manage" in forced
         assert Connection.objects.count() == 2 and App.objects.exists()
 
+    def test_uninstalling_is_refused_while_another_flow_uses_a_connection(self, admin_client, settings):
+        from tests.flows_app.conftest import make_flow
+
+        settings.BASE_URL = "https://flowgate.example"
+        app = app_install(manifest=manifest_parse(oauth2_manifest())).app
+        App.objects.filter(pk=app.pk).update(client_id="cloud-client")
+        app.refresh_from_db()
+        connection = connection_create(app=app)
+        step = {"key": "call", "kind": "http_request", "method": "GET", "url": "https://provider.example/", "secret": connection.secret.name}
+        make_flow("borrows-the-connection", [step])
+        response = admin_client.post(reverse("admin:apps_app_app_delete", args=[app.pk]), {"force": "yes"}, follow=True)
+        assert "Not uninstalled" in page_text(response) and "borrows-the-connection" in page_text(response)
+        assert App.objects.exists() and Connection.objects.exists()
+
     def test_a_superuser_uninstalls_with_force(self, admin_client, notes_api):
         app = install_notes(notes_api.url)
         connection_create(app=app, data={"api_key": "key-ann"})
