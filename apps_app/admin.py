@@ -138,7 +138,12 @@ class AppAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', url, obj.connection_count)
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "upload_form": UploadForm(), "can_upload": self._may_upload(request)}
+        extra_context = {
+            "title": "Apps",
+            **(extra_context or {}),
+            "upload_form": UploadForm(),
+            "can_upload": self._may_upload(request),
+        }
         return super().changelist_view(request, extra_context)
 
     def _may_upload(self, request) -> bool:
@@ -382,6 +387,9 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return connections_usable(request.user, connections_with_status())
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": "Connections", **(extra_context or {})})
 
     def get_actions(self, request):
         actions = super().get_actions(request)

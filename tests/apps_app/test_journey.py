@@ -6,6 +6,7 @@ Each ends on the run page with the result the account's data gave; no page on th
 shows a sensitive value.
 """
 
+import base64
 import io
 import textwrap
 import zipfile
@@ -94,13 +95,21 @@ def test_a_person_installs_an_app_connects_it_with_an_api_key_and_runs_its_flow(
     screenshot(page, "apps-run-result")
     assert notes_api.requests[-1].path == "/us/notes" and notes_api.requests[-1].headers["X-Api-Key"] == "key-ann"
 
+    page.goto(f"{live_server.url}{reverse('admin:apps_app_app_changelist')}")
+    assert page.inner_text(".field-connection_count") == "1" and page.inner_text(".field-version") == "1.0.0"
+    screenshot(page, "apps-list")
+
     page.goto(f"{live_server.url}{reverse('admin:apps_app_connection_changelist')}")
     assert page.inner_text(".field-identity") == "ann" and page.inner_text(".field-end_user") == "customer-42"
     assert_never_shown(page, "key-ann")
     screenshot(page, "apps-connections-manager")
 
 
+CLOUD_ICON = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"><circle cx="4" cy="4" r="4" fill="#6a1b9a"/></svg>'
+
+
 def cloud_manifest(provider_url: str) -> str:
+    """An OAuth2 app in one YAML file (its icon inline, as a data: URL)."""
     return textwrap.dedent(
         f"""
         app:
@@ -108,6 +117,7 @@ def cloud_manifest(provider_url: str) -> str:
           name: Cloud Profile
           version: 1.0.0
           description: Your profile at the provider, read with your own token.
+          icon: "data:image/svg+xml;base64,{base64.b64encode(CLOUD_ICON).decode()}"
         connection:
           kind: oauth2
           issuer: {provider_url}/o
@@ -157,7 +167,7 @@ def test_a_person_installs_an_oauth2_app_connects_an_account_at_the_provider_and
     connection = Connection.objects.get()
     assert page.inner_text(f"#connection-{connection.pk} .identity") == "owner@example.com"
     assert page.inner_text(f"#connection-{connection.pk} .connection-status") == "Connected"
-    screenshot(page, "apps-oauth2-connected")
+    screenshot(page, "apps-oauth2-connected", walkthrough=True)
 
     run_from_run_now(page, "profile", connection)
     assert '"email": "owner@example.com"' in page.inner_text("#run-panel")
