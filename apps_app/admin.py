@@ -35,6 +35,7 @@ from apps_app.selectors import (
 )
 from apps_app.services.apps import app_export, app_install, app_redirect_uri, app_registration_set, app_uninstall
 from apps_app.services.connections import connection_create, connection_fields, connection_test, connection_update
+from apps_app.services.operations import app_operations_customize
 from flows_app.models import Flow
 from secrets_app import access
 from secrets_app.exceptions import RevocationFailed, SecretInUse, VaultError
@@ -156,6 +157,7 @@ class AppAdmin(admin.ModelAdmin):
             path("<int:pk>/registration/", view(self.registration_view), name="apps_app_app_registration"),
             path("<int:pk>/connections/add/", view(self.add_connection_view), name="apps_app_app_add_connection"),
             path("<int:pk>/export/", view(self.export_view), name="apps_app_app_export"),
+            path("<int:pk>/customize/", view(self.customize_view), name="apps_app_app_customize"),
         ]
         return own + super().get_urls()
 
@@ -233,6 +235,7 @@ class AppAdmin(admin.ModelAdmin):
             "client_secret_stored": bool(app.client_values.get("client_secret")),
             "redirect_uri": app_redirect_uri(app),
             "test_flow": app.manifest["connection"].get("test", ""),
+            "operations": sorted(app.manifest["connection"].get("operations", {}).items()),
         }
         return TemplateResponse(request, "admin/apps_app/app/app_page.html", context)
 
@@ -259,6 +262,21 @@ class AppAdmin(admin.ModelAdmin):
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
         else:
             self.message_user(request, f"{app.name}: the OAuth2 client is saved.", messages.SUCCESS)
+        return self._back_to(app)
+
+    def customize_view(self, request, pk):
+        """Write the OAuth2 operations the app leaves standard as its own flows, to edit."""
+        app = self._app_for(request, pk, "change_app")
+        if request.method != "POST":
+            return self._back_to(app)
+        try:
+            change = app_operations_customize(app=app, acting_user=request.user)
+        except (ManifestError, ValidationError) as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        else:
+            self.message_user(request, change.headline, messages.SUCCESS)
+            for line in change.changes:
+                self.message_user(request, line, messages.INFO)
         return self._back_to(app)
 
     def export_view(self, request, pk):

@@ -294,6 +294,20 @@ class TestRegistration:
         response = admin_client.post(reverse("admin:apps_app_connection_connect", args=[connection.pk]))
         assert response.status_code == 302 and response["Location"].startswith("https://provider.example/o/authorize/?")
 
+    def test_customize_writes_the_standard_operations_as_the_apps_flows(self, admin_client):
+        app = app_install(manifest=manifest_parse(oauth2_manifest())).app
+        assert "the standard OAuth2 steps" in page_text(app_page(admin_client, app))
+        url = reverse("admin:apps_app_app_customize", args=[app.pk])
+        shown = messages_of(admin_client.post(url, follow=True))
+        assert shown[0] == "cloud-notes 2.0.0: upgraded" and "connection settings" in shown
+        app.refresh_from_db()
+        operations = app.manifest["connection"]["operations"]
+        assert set(operations) == {"authorize_url", "exchange", "refresh"}
+        assert Flow.objects.filter(slug__in=[f"cloud-notes/{name}" for name in operations.values()], app_private=True).count() == 3
+        html = page_text(app_page(admin_client, app))
+        assert "Done by the app's flows" in html and 'id="customize-operations"' not in html
+        assert "already a flow" in " ".join(messages_of(admin_client.post(url, follow=True)))
+
     def test_without_a_client_adding_a_connection_says_what_to_do_first(self, admin_client):
         app = app_install(manifest=manifest_parse(oauth2_manifest())).app
         response = add_connection(admin_client, app, {"end-user": ""})
