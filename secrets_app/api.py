@@ -85,7 +85,7 @@ def app_connection_get(*, app_slug: str, pk: int | None) -> Secret | None:
 
 def app_connections_usable(*, app_slug: str, user):
     """The connections of the installed app ``app_slug`` that ``user`` may run its flows with."""
-    return access.secrets_usable(user, Secret.objects.filter(app_slug=app_slug))
+    return access.secrets_usable(user, Secret.objects.filter(app_slug=app_slug).select_related("owner"))
 
 
 class Vault:
