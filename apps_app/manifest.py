@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +26,7 @@ SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 MANIFEST_NAME = "app.yaml"
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_ICON_BYTES = 256 * 1024
+MAX_UPLOAD_BYTES = MAX_MANIFEST_BYTES + MAX_ICON_BYTES + 64 * 1024  # a zip of both, stored uncompressed
 ICON_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 
 
@@ -109,8 +111,17 @@ def manifest_load(path: str | Path) -> Manifest:
 
 def manifest_from_upload(content: bytes) -> Manifest:
     """An uploaded manifest: YAML, or a zip holding ``app.yaml`` (at its top or in one folder)."""
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise ManifestError([f"The upload is larger than {MAX_UPLOAD_BYTES // 1024} KB."])
     if not zipfile.is_zipfile(io.BytesIO(content)):
         return manifest_parse(content)
+    try:
+        return _manifest_from_zip(content)
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:  # damaged, or encrypted
+        raise ManifestError([f"The zip cannot be read: {exc}."]) from None
+
+
+def _manifest_from_zip(content: bytes) -> Manifest:
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         names = [name for name in archive.namelist() if PurePosixPath(name).name == MANIFEST_NAME]
         names = [name for name in names if len(PurePosixPath(name).parts) <= 2]

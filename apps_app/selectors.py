@@ -1,13 +1,25 @@
-"""Reading connections of apps for the connections API (never a value)."""
+"""Reading apps and their connections for the connections API and the admin (never a value)."""
 
-from django.db.models import Case, F, QuerySet, Value, When
+from django.db.models import Case, Count, F, QuerySet, Value, When
 
-from apps_app.models import Connection
+from apps_app.models import App, Connection
+from secrets_app import access
 from secrets_app.models import OAuth2Connection, Secret
 
 #: A connection's one status: the OAuth2 token status when it is not connected; otherwise
 #: what its last test found ("failing", "untested" for fields never tested), else connected.
 CONNECTION_STATUSES = ("connected", "failing", "untested", "not_connected", "needs_reauthorization", "revoked")
+#: How the admin names them.
+STATUS_LABELS = {
+    "connected": "Connected",
+    "failing": "Failing",
+    "untested": "Not tested",
+    "not_connected": "Not connected",
+    "needs_reauthorization": "Needs re-authorization",
+    "revoked": "Revoked",
+}
+#: What only a connection with tokens (an OAuth2 app's) can be.
+TOKEN_STATUSES = ("not_connected", "needs_reauthorization", "revoked")
 
 _TOKEN_STATUS = "secret__oauth2_connection__status"
 
@@ -16,7 +28,7 @@ def connections_with_status(*, app: str = "", end_user: str = "", status: str = 
     """Connections with ``status`` and ``token_*`` fields annotated,
     filtered by app slug, end-user reference and status when given."""
     queryset = (
-        Connection.objects.select_related("app", "secret")
+        Connection.objects.select_related("app", "secret__owner")
         .annotate(
             status=Case(
                 When(
@@ -60,3 +72,24 @@ def connection_last_error(connection: Connection) -> str:
     if connection.token_error:
         return connection.token_error
     return connection.secret.status_detail if connection.secret.status == Secret.Status.FAILING else ""
+
+
+def connection_statuses(app: App) -> list[tuple[str, str]]:
+    """The statuses a connection of ``app`` can be in, as (value, label)."""
+    has_tokens = app.connection_kind == App.ConnectionKind.OAUTH2
+    return [(status, STATUS_LABELS[status]) for status in CONNECTION_STATUSES if has_tokens or status not in TOKEN_STATUSES]
+
+
+def connection_status_counts(connections: QuerySet[Connection]) -> dict[str, int]:
+    """How many of ``connections`` (from ``connections_with_status``) are in each status."""
+    return dict(connections.order_by().values_list("status").annotate(count=Count("pk")))
+
+
+def connections_usable(user, connections: QuerySet[Connection]) -> QuerySet[Connection]:
+    """``connections`` narrowed to those ``user`` may use (own, granted, or all for superusers)."""
+    return connections.filter(secret__in=access.secrets_usable(user, Secret.objects.exclude(app_slug="")))
+
+
+def apps_with_counts(queryset: QuerySet[App]) -> QuerySet[App]:
+    """Apps, each with ``connection_count``."""
+    return queryset.annotate(connection_count=Count("connections"))

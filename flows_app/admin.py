@@ -47,6 +47,7 @@ from flows_app.services.runs import FlowDisabled, RunNotAllowed, flow_run_cancel
 from flows_app.services.triggers import schedule_next_run
 from flows_app.steps import STEP_KINDS
 from flows_app.triggers import ENDPOINT_AUTH
+from secrets_app import api
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",
@@ -282,10 +283,17 @@ class FlowAdmin(admin.ModelAdmin):
     def run_view(self, request, pk):
         flow = get_object_or_404(Flow, pk=pk)
         require_run_permission(request)
-        form = RunInputForm(request.POST or None)
+        connections = api.app_connections_usable(app_slug=flow.app_slug, user=request.user) if flow.app_slug else None
+        form = RunInputForm(request.POST or None, connections=connections)
         if request.method == "POST" and form.is_valid():
             try:
-                run = flow_run_start(flow=flow, input=form.cleaned_data["input"], trigger="admin", acting_user=request.user)
+                run = flow_run_start(
+                    flow=flow,
+                    input=form.cleaned_data["input"],
+                    trigger="admin",
+                    acting_user=request.user,
+                    connection=form.cleaned_data.get("connection"),
+                )
             except (FlowDisabled, RunNotAllowed) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:

@@ -347,6 +347,10 @@ class ClientPolicyForm(forms.ModelForm):
         return secret
 
 
+def connection_label(secret) -> str:
+    return f"#{secret.pk} {secret.identity or secret.name}" + (f" ({secret.owner})" if secret.owner_id else "")
+
+
 class RunInputForm(forms.Form):
     input = forms.CharField(
         label="Input (JSON)",
@@ -354,6 +358,16 @@ class RunInputForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 10, "cols": 80, "style": "font-family: monospace"}),
         help_text="Becomes 'trigger' in the flow's templates.",
     )
+
+    def __init__(self, *args, connections=None, **kwargs):
+        """``connections``: for an app's flow, the app's connections the user may run it with."""
+        super().__init__(*args, **kwargs)
+        if connections is not None:
+            self.fields["connection"] = forms.ModelChoiceField(
+                queryset=connections, help_text="The account of the app this run acts for."
+            )
+            self.fields["connection"].label_from_instance = connection_label
+            self.order_fields(["connection", "input"])
 
     def clean_input(self):
         try:

@@ -83,6 +83,11 @@ def app_connection_get(*, app_slug: str, pk: int | None) -> Secret | None:
     return Secret.objects.filter(pk=pk, app_slug=app_slug).first() if pk is not None else None
 
 
+def app_connections_usable(*, app_slug: str, user):
+    """The connections of the installed app ``app_slug`` that ``user`` may run its flows with."""
+    return access.secrets_usable(user, Secret.objects.filter(app_slug=app_slug).select_related("owner"))
+
+
 class Vault:
     """Access to secrets on behalf of one actor.
 

@@ -51,7 +51,8 @@ class NotedSelect(forms.Select):
         )
 
 
-def _form_field(field: Field, stored_secret: bool, stored_names: list[str]) -> forms.Field:
+def declared_form_field(field: Field, stored_secret: bool, stored_names: list[str]) -> forms.Field:
+    """The form field for a declared field; a secret one is write-only (and says when a value is stored)."""
     if not field.secret:
         return field.form_field()
     help_text = field.help_text
@@ -89,7 +90,7 @@ class SecretForm(forms.ModelForm):
         for field in self.kind_class.fields:
             if field.secret and field.name in stored_values:
                 stored_names = sorted(stored_values[field.name]) if field.type == "mapping" else []
-                self.fields[field.name] = _form_field(field, stored_secret=True, stored_names=stored_names)
+                self.fields[field.name] = declared_form_field(field, stored_secret=True, stored_names=stored_names)
             elif instance.pk and not field.secret and field.name in instance.config:
                 self.initial[field.name] = field.form_initial(instance.config[field.name])
             elif not field.secret and field.default is not None:
@@ -155,5 +156,5 @@ class SecretForm(forms.ModelForm):
 
 
 def secret_form_for(kind_class: type[SecretKind]) -> type[SecretForm]:
-    declared = {field.name: _form_field(field, stored_secret=False, stored_names=[]) for field in kind_class.fields}
+    declared = {field.name: declared_form_field(field, stored_secret=False, stored_names=[]) for field in kind_class.fields}
     return type(f"{kind_class.__name__}SecretForm", (SecretForm,), {"kind_class": kind_class, **declared})

@@ -27,6 +27,7 @@ from flows_app.services.endpoints import app_trigger_path
 from flows_app.services.flows import flow_save
 from flows_app.services.specs import FlowSpec
 from flows_app.steps import STEP_KINDS
+from secrets_app import access
 from secrets_app.services.audit import audit_record
 from secrets_app.services.secrets import secret_delete, secret_update
 
@@ -44,10 +45,13 @@ class AppChange:
     action: str  # "install", "upgrade" or "unchanged"
     changes: list[str] = field(default_factory=list)
 
+    @property
+    def headline(self) -> str:
+        done = {"install": "installed", "upgrade": "upgraded", "unchanged": "unchanged."}[self.action]
+        return f"{self.app.slug} {self.app.version}: {done}"
+
     def __str__(self) -> str:
-        if self.action == "unchanged":
-            return f"{self.app.slug} {self.app.version}: unchanged."
-        return f"{self.app.slug} {self.app.version}: {self.action}ed" + "".join(f"\n  - {line}" for line in self.changes)
+        return self.headline + "".join(f"\n  - {line}" for line in self.changes)
 
 
 def app_flow_slug(app_slug: str, name: str) -> str:
@@ -237,6 +241,8 @@ def app_uninstall(*, app: App, acting_user=None, force: bool = False) -> list[st
     connections = list(Connection.objects.filter(app=app).select_related("secret"))
     if connections and not force:
         raise AppInUse(app.slug, len(connections))
+    for connection in connections:  # before anything is revoked: all of them, or none
+        access.require_manage(acting_user, connection.secret)
     warnings = []
     for connection in connections:
         warnings += secret_delete(secret=connection.secret, acting_user=acting_user, force=True)

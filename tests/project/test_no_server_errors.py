@@ -5,7 +5,8 @@ The pages are enumerated from ``admin.site._registry`` and each ModelAdmin's
 requested (GET and a garbage POST) with real ids, ids of the wrong kind and ids that do
 not exist, as a superuser and as a staff user with few rights; every action of every
 ModelAdmin is posted with the same ids. The vault holds an OAuth2 secret whose endpoints
-the outbound guard refuses, so refreshing, testing, revoking and deleting it fail.
+the outbound guard refuses, so refreshing, testing, revoking and deleting it fail; so do
+the connections of the two apps installed.
 """
 
 import re
@@ -20,9 +21,14 @@ from django.test import Client, RequestFactory
 from django.utils import timezone
 from oauth2_provider.models import get_application_model
 
+from apps_app.manifest import manifest_parse
+from apps_app.services.apps import app_install, app_registration_set
+from apps_app.services.connections import connection_create
 from flows_app.models import FlowRun
 from secrets_app.models import OAuth2Connection
 from secrets_app.services.secrets import secret_create
+from tests.apps_app.test_admin import oauth2_manifest
+from tests.apps_app.test_install import notes_manifest
 from tests.flows_app.conftest import make_flow
 from tests.provider import provider_application
 
@@ -81,6 +87,13 @@ def vault(db, settings, admin_user):
     FlowRun.objects.create(flow=flow, status=FlowRun.Status.FAILED, error="boom")
     FlowRun.objects.create(flow=flow, status=FlowRun.Status.SUCCEEDED)
     provider_application(name="caller", redirect_uri="https://caller.example.com/back")
+    # Apps: one with fields, one with OAuth2, each with a connection whose test is refused.
+    settings.BASE_URL = "https://flowgate.example"
+    notes = app_install(manifest=manifest_parse(notes_manifest("http://127.0.0.1:9")), acting_user=admin_user).app
+    connection_create(app=notes, data={"api_key": "key-0123456789"}, acting_user=admin_user)
+    cloud = app_install(manifest=manifest_parse(oauth2_manifest("http://127.0.0.1:9"))).app
+    app_registration_set(app=cloud, client_id="cloud-client", client_secret="cloud-secret-0123456789")
+    connection_create(app=cloud, acting_user=admin_user)
 
 
 @pytest.fixture
