@@ -20,9 +20,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from apps_app.admin_connect_links import make_connect_links
 from apps_app.exceptions import AppInUse
 from apps_app.manifest import MAX_UPLOAD_BYTES, ManifestError, manifest_from_upload
 from apps_app.models import App, Connection
+from apps_app.notice_admin import AppNoticeFlowForm
 from apps_app.selectors import (
     STATUS_LABELS,
     apps_with_counts,
@@ -35,6 +37,7 @@ from apps_app.selectors import (
 )
 from apps_app.services.apps import app_export, app_install, app_redirect_uri, app_registration_set, app_uninstall
 from apps_app.services.connections import connection_create, connection_fields, connection_test, connection_update
+from apps_app.services.notices import app_notice_flow_set
 from apps_app.services.operations import app_operations_customize
 from flows_app.models import Flow
 from secrets_app import access
@@ -124,6 +127,8 @@ class AppAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return apps_with_counts(super().get_queryset(request))
 
+    actions = [make_connect_links]
+
     def get_actions(self, request):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # uninstalling goes through its own page and service
@@ -158,6 +163,8 @@ class AppAdmin(admin.ModelAdmin):
             path("<int:pk>/connections/add/", view(self.add_connection_view), name="apps_app_app_add_connection"),
             path("<int:pk>/export/", view(self.export_view), name="apps_app_app_export"),
             path("<int:pk>/customize/", view(self.customize_view), name="apps_app_app_customize"),
+            path("<int:pk>/notices/", view(self.notices_view), name="apps_app_app_notices"),
+            path("<int:pk>/connect-link/", view(self.connect_link_view), name="apps_app_app_connect_link"),
         ]
         return own + super().get_urls()
 
@@ -236,6 +243,7 @@ class AppAdmin(admin.ModelAdmin):
             "redirect_uri": app_redirect_uri(app),
             "test_flow": app.manifest["connection"].get("test", ""),
             "operations": sorted(app.manifest["connection"].get("operations", {}).items()),
+            "notice_form": AppNoticeFlowForm(instance=app),
         }
         return TemplateResponse(request, "admin/apps_app/app/app_page.html", context)
 
@@ -262,6 +270,26 @@ class AppAdmin(admin.ModelAdmin):
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
         else:
             self.message_user(request, f"{app.name}: the OAuth2 client is saved.", messages.SUCCESS)
+        return self._back_to(app)
+
+    def notices_view(self, request, pk):
+        """The flow run when one of the app's connections needs re-authorization, recovers or expires."""
+        app = self._app_for(request, pk, "change_app")
+        if request.method != "POST":
+            return self._back_to(app)
+        form = AppNoticeFlowForm(request.POST, instance=app)
+        if not form.is_valid():
+            self.message_user(request, " ".join(form.errors.get("notice_flow", [])), messages.ERROR)
+            return self._back_to(app)
+        app_notice_flow_set(app=app, flow_slug=form.cleaned_data["notice_flow"], acting_user=request.user)
+        self.message_user(request, f"{app.name}: notices go to {form.cleaned_data['notice_flow'] or 'the default flow'}.", messages.SUCCESS)
+        return self._back_to(app)
+
+    def connect_link_view(self, request, pk):
+        """A new-connection link, shown once with a copy button (as the list's action does)."""
+        app = get_object_or_404(App, pk=pk)
+        if request.method == "POST":
+            make_connect_links(self, request, App.objects.filter(pk=app.pk))
         return self._back_to(app)
 
     def customize_view(self, request, pk):
@@ -401,7 +429,7 @@ class ConnectionAdmin(admin.ModelAdmin):
     list_display_links = ("label",)
     list_filter = ("app", ConnectionStatusFilter)
     search_fields = ("secret__name", "secret__identity", "end_user", "app__name")
-    actions = ["test_selected"]
+    actions = ["test_selected", make_connect_links]
 
     def get_queryset(self, request):
         return connections_usable(request.user, connections_with_status())

@@ -6,11 +6,14 @@ import textwrap
 import zipfile
 from html import unescape
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from apps_app.services.connect_links import connect_link_open
 from apps_app.manifest import MAX_UPLOAD_BYTES, manifest_parse
 from apps_app.models import App, Connection
 from apps_app.services.apps import app_install
@@ -18,7 +21,7 @@ from apps_app.services.connections import connection_create, connection_test
 from flows_app.models import Flow, FlowRun
 from secrets_app.models import Secret, SecretGrant
 from secrets_app.services.grants import grant_give
-from tests.apps_app.test_install import notes_api, notes_manifest  # noqa: F401  (notes_api: a fixture)
+from tests.apps_app.conftest import notes_manifest
 
 ICON = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"><rect width="8" height="8" fill="#1565c0"/></svg>'
 
@@ -224,6 +227,25 @@ class TestAppPage:
         failing = page_text(app_page(admin_client, app, "?status=failing"))
         assert f'id="connection-{bad.pk}"' in failing
         assert f'id="connection-{good.pk}"' not in failing and f'id="connection-{untested.pk}"' not in failing
+
+    def test_the_notice_flow_is_chosen_on_the_app_page_and_must_exist(self, admin_client, notes_api):
+        app = install_notes(notes_api.url)
+        url = reverse("admin:apps_app_app_notices", args=[app.pk])
+        refused = admin_client.post(url, {"notice_flow": "no-such-flow"}, follow=True)
+        assert any("no-such-flow" in message for message in messages_of(refused))
+        assert App.objects.get(pk=app.pk).notice_flow == ""
+        admin_client.post(url, {"notice_flow": "notes/list-notes"}, follow=True)
+        assert App.objects.get(pk=app.pk).notice_flow == "notes/list-notes"
+        assert 'value="notes/list-notes"' in page_text(app_page(admin_client, app))
+
+    def test_a_connect_link_is_made_from_the_app_page_and_shown_once(self, admin_client, notes_api):
+        app = install_notes(notes_api.url)
+        response = admin_client.post(reverse("admin:apps_app_app_connect_link", args=[app.pk]), follow=True)
+        [message] = messages_of(response)
+        token = parse_qs(urlsplit(unescape(message).split('value="')[1].split('"')[0]).query)["link"][0]
+        link = connect_link_open(token)
+        assert link.app_id == app.pk and not link.reconnect
+        assert token not in page_text(app_page(admin_client, app))  # not stored for showing again
 
     def test_a_missing_app_redirects_to_the_list(self, admin_client):
         response = admin_client.get(reverse("admin:apps_app_app_change", args=[999999]))

@@ -15,7 +15,7 @@ from apps_app.services.apps import app_install
 from apps_app.services.connections import connection_create
 from secrets_app.models import Secret
 from secrets_app.services.secrets import secret_create
-from tests.apps_app.test_install import notes_manifest
+from tests.apps_app.conftest import notes_manifest
 from tests.flows_app.test_oauth2_server import register, token_request
 
 pytestmark = pytest.mark.django_db

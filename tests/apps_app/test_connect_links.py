@@ -19,16 +19,13 @@ from apps_app.models import Connection, ConnectLink
 from apps_app.services.apps import app_install, app_registration_set
 from apps_app.services.connect_links import connect_link_create, connect_link_scopes
 from secrets_app.models import OAuth2AuthorizationRequest, OAuth2Connection, Secret
-from tests.apps_app import test_install
-from tests.apps_app.test_install import notes_manifest
+from tests.apps_app.conftest import notes_manifest
 from tests.conftest import OWNER, screenshot
 from tests.provider import provider_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 RETURN_PREFIX = "https://builder.example.com/integrations"
-
-notes_api = test_install.notes_api  # the notes API the generic app's flows call (a fixture)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from apps_app.services.connect_links import connect_link_create
 from apps_app.services.connections import connection_create
 from project.log_redaction import redact_text
 from secrets_app.models import AuditEvent
-from tests.apps_app.test_install import notes_manifest
+from tests.apps_app.conftest import notes_manifest
 
 pytestmark = pytest.mark.django_db
 

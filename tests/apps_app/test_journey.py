@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from apps_app.models import Connection
 from tests.apps_app.test_admin import ICON
-from tests.apps_app.test_install import notes_api, notes_manifest  # noqa: F401  (notes_api: a fixture)
+from tests.apps_app.conftest import notes_manifest
 from tests.conftest import OWNER, admin_login, screenshot
 from tests.provider import provider_application
 

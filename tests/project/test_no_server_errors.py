@@ -28,7 +28,7 @@ from flows_app.models import FlowRun
 from secrets_app.models import OAuth2Connection
 from secrets_app.services.secrets import secret_create
 from tests.apps_app.test_admin import oauth2_manifest
-from tests.apps_app.test_install import notes_manifest
+from tests.apps_app.conftest import notes_manifest
 from tests.flows_app.conftest import make_flow
 from tests.provider import provider_application
 
