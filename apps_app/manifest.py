@@ -28,6 +28,17 @@ MAX_ICON_BYTES = 256 * 1024
 ICON_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases: a small file of nested aliases (billion laughs)
+    is cheap to parse but expands without bound once checked, stored as JSON or exported."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a manifest", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 class ManifestError(Exception):
     """The manifest cannot be installed; ``messages`` say where and why."""
 
@@ -67,7 +78,7 @@ def manifest_parse(text: str | bytes, *, read_file=None) -> Manifest:
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError([f"The manifest is larger than {MAX_MANIFEST_BYTES // 1024} KB."])
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -111,6 +122,14 @@ def manifest_from_upload(content: bytes) -> Manifest:
     """An uploaded manifest: YAML, or a zip holding ``app.yaml`` (at its top or in one folder)."""
     if not zipfile.is_zipfile(io.BytesIO(content)):
         return manifest_parse(content)
+    try:
+        return _manifest_from_zip(content)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError, EOFError) as exc:
+        # Damaged, encrypted (RuntimeError) or compressed in a way zipfile cannot read.
+        raise ManifestError([f"The zip cannot be read: {exc}."]) from None
+
+
+def _manifest_from_zip(content: bytes) -> Manifest:
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         names = [name for name in archive.namelist() if PurePosixPath(name).name == MANIFEST_NAME]
         names = [name for name in names if len(PurePosixPath(name).parts) <= 2]
