@@ -34,6 +34,7 @@ from secrets_app.services.secrets import secret_mark_used, secret_reveal_record
 # What flows_app needs besides the Vault: the access rules and the bindings it records.
 may_use, secrets_denied, secret_ids_denied = access.may_use, access.secrets_denied, access.secret_ids_denied
 user_label = access.user_label
+MANAGE = access.MANAGE
 
 
 class BasicCredentials:
@@ -76,6 +77,11 @@ class _RecordingAuth(requests.auth.AuthBase):
 
     def __repr__(self) -> str:
         return repr(self._inner)
+
+
+def app_connections(*, app_slug: str):
+    """Every connection of the installed app ``app_slug`` (secrets)."""
+    return Secret.objects.filter(app_slug=app_slug)
 
 
 def app_connection_get(*, app_slug: str, pk: int | None) -> Secret | None:

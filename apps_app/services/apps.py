@@ -84,6 +84,10 @@ def _flow_specs(manifest: Manifest) -> list[FlowSpec]:
                 errors[f"{place}.steps[{index}]"] = [
                     f"Reads the secret(s) {', '.join(sorted(names))}; an app's flows reach only their connection."
                 ]
+            elif outside := sorted(name for name in kind_class.called_flows(step.config) if not name.startswith(f"{slug}/")):
+                errors[f"{place}.steps[{index}]"] = [
+                    f"Calls the flow(s) {', '.join(outside)}; an app's flows call only the app's own flows ({slug}/<flow>)."
+                ]
             elif step.uses_connection and kind_class.secret_kinds and kind not in kind_class.secret_kinds:
                 errors[f"{place}.steps[{index}].secret"] = [
                     f"A {kind} connection cannot authenticate a {kind_class.label} step; use its fields in the step."
