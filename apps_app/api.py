@@ -4,6 +4,9 @@
 Callers authenticate with a bearer token from Flowgate's own OAuth2 server (``/o/token/``,
 client-credentials grant; see ``flows_app.oauth2_server``) carrying the operation's scope:
 ``connections:write`` to make connect links, ``connections:read`` to list connections.
+A client acts as the user its application belongs to: it lists the connections that user may
+use, and makes reconnect links for those the user may manage; a client without a user acts
+as the operator (every connection).
 The token is checked by django-oauth-toolkit against its store (expired or revoked tokens
 are refused). Errors are ``{"detail": "..."}``: 401 without a valid token, 403 without the
 scope (or when the client application's user may not manage the connection), 400 for bad
@@ -189,5 +192,7 @@ def connections_list(request, filters: Query[ConnectionFilter]):
             "last_error": connection_last_error(connection),
             "created_at": connection.created_at,
         }
-        for connection in connections_with_status(app=filters.app, end_user=filters.end_user, status=filters.status)
+        for connection in connections_with_status(
+            user=_acting_user(request), app=filters.app, end_user=filters.end_user, status=filters.status
+        )
     ]

@@ -3,6 +3,7 @@
 from django.db.models import Case, F, QuerySet, Value, When
 
 from apps_app.models import Connection
+from secrets_app import access
 from secrets_app.models import OAuth2Connection, Secret
 
 #: A connection's one status: the OAuth2 token status when it is not connected; otherwise
@@ -12,9 +13,9 @@ CONNECTION_STATUSES = ("connected", "failing", "untested", "not_connected", "nee
 _TOKEN_STATUS = "secret__oauth2_connection__status"
 
 
-def connections_with_status(*, app: str = "", end_user: str = "", status: str = "") -> QuerySet[Connection]:
-    """Connections with ``status`` and ``token_*`` fields annotated,
-    filtered by app slug, end-user reference and status when given."""
+def connections_with_status(*, user=None, app: str = "", end_user: str = "", status: str = "") -> QuerySet[Connection]:
+    """The connections ``user`` may use (None: the operator, every one) with ``status`` and
+    ``token_*`` fields annotated, filtered by app slug, end-user reference and status when given."""
     queryset = (
         Connection.objects.select_related("app", "secret")
         .annotate(
@@ -41,6 +42,8 @@ def connections_with_status(*, app: str = "", end_user: str = "", status: str = 
         )
         .order_by("secret_id")
     )
+    if user is not None:
+        queryset = queryset.filter(secret__in=access.secrets_allowed(user, Secret.objects.all()))
     if app:
         queryset = queryset.filter(app__slug=app)
     if end_user:

@@ -91,10 +91,17 @@ def require_manage(user, secret: Secret) -> None:
 
 def secrets_manageable(user, queryset):
     """``queryset`` narrowed to the secrets ``user`` may manage (for bulk admin actions)."""
+    return secrets_allowed(user, queryset, MANAGE)
+
+
+def secrets_allowed(user, queryset, level: str = USE):
+    """``queryset`` narrowed to the secrets ``user`` may use (or manage), in one query."""
     standing = _holds_everything(user)
     if standing is not None:
         return queryset if standing else queryset.none()
-    granted = SecretGrant.objects.filter(level=MANAGE).filter(Q(user=user) | Q(group__in=user.groups.all()))
+    granted = SecretGrant.objects.filter(level__in=LEVELS_THAT_ALLOW[level]).filter(
+        Q(user=user) | Q(group__in=user.groups.all())
+    )
     return queryset.filter(Q(owner=user) | Q(pk__in=granted.values("secret_id")))
 
 

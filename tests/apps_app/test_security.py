@@ -6,15 +6,29 @@ import zipfile
 
 import pytest
 from django.core.exceptions import ValidationError
+from oauth2_provider.models import Application
 
 from apps_app.manifest import ManifestError, manifest_from_upload, manifest_parse
-from apps_app.services.apps import app_install
-from apps_app.services.connections import connection_create
+from apps_app.models import App, ConnectLink
+from apps_app.services.apps import app_install, app_registration_set
+from apps_app.services.connect_links import connect_link_create, connect_link_open, connect_link_submit_fields
+from apps_app.services.connections import connection_create, connection_test
+from apps_app.services.notices import notice_send
 from flows_app.models import Flow, FlowRun, Step
+from flows_app.services.access import run_data_refusal
 from flows_app.services.config import flow_spec_from_data
 from flows_app.services.flows import flow_save
 from flows_app.services.runs import flow_run_inline
-from tests.apps_app.test_install import notes_api, notes_manifest  # noqa: F401 (a fixture)
+from secrets_app.models import Secret, SecretGrant
+from secrets_app.oauth2.tokens import connection_for
+from tests.apps_app import test_api, test_install
+from tests.apps_app.test_api import send
+from tests.apps_app.test_connect_links import returned
+from tests.apps_app.test_install import notes_manifest
+from tests.apps_app.test_notices import oauth2_app_manifest
+from tests.flows_app.conftest import make_flow
+
+notes_api, notes_app, token = test_install.notes_api, test_api.notes_app, test_api.token  # fixtures
 
 
 class TestHostileManifests:
@@ -94,3 +108,64 @@ class TestAppFlowsReachOnlyTheirConnection:
         root = django_user_model.objects.create_superuser("root", password="pw")
         flow_save(spec=spec, acting_user=root)
         assert Flow.objects.get(slug="notes/list-notes").description == "also posts the key"
+
+
+@pytest.mark.django_db(transaction=True)
+class TestConnectLinks:
+    def test_a_reconnect_whose_fields_fail_the_test_keeps_the_working_ones(self, notes_api):
+        app = app_install(manifest=manifest_parse(notes_manifest(notes_api.url))).app
+        connection = connection_create(app=app, data={"api_key": "key-ann"})
+        assert connection_test(connection=connection).ok
+        link = connect_link_create(app=app, connection=connection).link
+
+        with pytest.raises(ValidationError, match="Notes could not use it"):
+            connect_link_submit_fields(link=link, data={"api_key": "wrong-key", "region": "us"})
+        secret = Secret.objects.get(pk=connection.pk)
+        assert secret.values["secret"] == {"api_key": "key-ann"} and secret.config["public"] == {"region": "eu"}
+        assert (secret.status, secret.identity) == (Secret.Status.OK, "ann")
+        assert ConnectLink.objects.get().used_at is None  # to be corrected and tried again
+        run = flow_run_inline(
+            flow=Flow.objects.get(slug="notes/list-notes"), input={}, connection=secret, trigger="t", timeout=30
+        )
+        assert run.response["body"]["owner"] == "ann"
+
+
+@pytest.mark.django_db
+class TestConnectionsApi:
+    def test_a_client_lists_only_the_connections_its_user_may_use(self, client, token, notes_app, staff_user):
+        ann, bob = staff_user("ann"), staff_user("bob")
+        anns = connection_create(app=notes_app, data={"api_key": "key-ann"}, acting_user=ann, end_user="customer-1")
+        bobs = connection_create(app=notes_app, data={"api_key": "key-bob"}, acting_user=bob, end_user="customer-2")
+        read = token("connections:read")
+
+        def listed():
+            return sorted(item["id"] for item in send(client, "GET", "/connections", read).json())
+
+        assert listed() == [anns.pk, bobs.pk]  # a client without a user: the operator's
+        Application.objects.update(user=ann)
+        assert listed() == [anns.pk]
+        SecretGrant.objects.create(secret=bobs.secret, user=ann, level=SecretGrant.Level.USE)
+        assert listed() == [anns.pk, bobs.pk]
+        Application.objects.update(user=staff_user("mallory"))
+        assert listed() == []
+
+
+@pytest.mark.django_db(transaction=True)
+class TestNotices:
+    def test_a_notice_runs_data_with_its_reconnect_link_is_hidden_from_users_without_a_grant_on_the_connection(
+        self, settings, staff_user
+    ):
+        settings.FLOWGATE_CONNECTION_NOTICE_FLOW = "connection-notices"  # a plain flow: it binds nothing
+        settings.BASE_URL = "http://127.0.0.1:8000"  # the app's redirect URI is built from it
+        make_flow("connection-notices", [{"key": "said", "kind": "transform", "value": "{{ trigger }}"}])
+        app = app_install(manifest=manifest_parse(oauth2_app_manifest("https://crm.example"))).app
+        app_registration_set(app=app, client_id="crm-client", client_secret="crm-client-secret")
+        ann = staff_user("ann")
+        secret = connection_create(app=App.objects.get(pk=app.pk), acting_user=ann).secret
+        connection_for(secret)
+
+        run = notice_send(secret=secret, event="needs_reauthorization")
+        assert connect_link_open(returned(run.input["reconnect_url"])["link"]).connection_id == secret.pk
+        refusal = run_data_refusal(staff_user("mallory"), run.secret_ids)
+        assert refusal is not None and "hold no use grant" in refusal
+        assert run_data_refusal(ann, run.secret_ids) is None
