@@ -16,7 +16,7 @@ input, 404 for an unknown app or connection. Never a secret's value.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -26,6 +26,7 @@ from ninja.errors import ValidationError as RequestInvalid
 from ninja.security import HttpBearer
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
+from pydantic import AfterValidator
 
 from apps_app.models import App, Connection
 from apps_app.selectors import (
@@ -77,18 +78,27 @@ def _acting_user(request):
     return request.auth.application.user
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")  # a database text cannot hold one
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class Problem(Schema):
     detail: str
 
 
 class ConnectLinkIn(Schema):
-    app: str = Field(description="The installed app's slug.")
-    end_user: str = Field("", description="Who the account belongs to in your product (a customer id).")
-    return_url: str = Field("", description="Where to send the person afterwards; must be allowed in settings.")
+    app: Text = Field(description="The installed app's slug.")
+    end_user: Text = Field("", description="Who the account belongs to in your product (a customer id).")
+    return_url: Text = Field("", description="Where to send the person afterwards; must be allowed in settings.")
 
 
 class ReconnectLinkIn(Schema):
-    return_url: str = Field("", description="Where to send the person afterwards; must be allowed in settings.")
+    return_url: Text = Field("", description="Where to send the person afterwards; must be allowed in settings.")
 
 
 class ConnectLinkOut(Schema):
@@ -108,8 +118,8 @@ class ConnectionOut(Schema):
 
 
 class ConnectionFilter(Schema):
-    app: str = ""
-    end_user: str = ""
+    app: Text = ""
+    end_user: Text = ""
     status: Literal[("", *CONNECTION_STATUSES)] = ""
 
 

@@ -169,3 +169,20 @@ class TestNotices:
         refusal = run_data_refusal(staff_user("mallory"), run.secret_ids)
         assert refusal is not None and "hold no use grant" in refusal
         assert run_data_refusal(ann, run.secret_ids) is None
+
+    @pytest.mark.parametrize(
+        "method, path, body",
+        [
+            ("POST", "/connect-links", {"app": "notes\x00"}),
+            ("POST", "/connect-links", {"app": "notes", "end_user": "customer\x00"}),
+            ("POST", "/connections/1/connect-link", {"return_url": "https://builder.example.com/settings\x00"}),
+            ("GET", "/connections?app=notes%00", None),
+            ("GET", "/connections?end_user=%00", None),
+        ],
+    )
+    def test_a_nul_character_is_a_400_not_a_database_error(self, client, token, notes_app, method, path, body):
+        scope = "connections:write" if method == "POST" else "connections:read"
+        response = send(client, method, path, token(scope), body)
+        assert response.status_code == 400, response.content
+        assert "must not contain a NUL character" in response.json()["detail"]
+        assert not ConnectLink.objects.exists()
