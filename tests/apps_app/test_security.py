@@ -130,26 +130,6 @@ class TestConnectLinks:
         assert run.response["body"]["owner"] == "ann"
 
 
-@pytest.mark.django_db
-class TestConnectionsApi:
-    def test_a_client_lists_only_the_connections_its_user_may_use(self, client, token, notes_app, staff_user):
-        ann, bob = staff_user("ann"), staff_user("bob")
-        anns = connection_create(app=notes_app, data={"api_key": "key-ann"}, acting_user=ann, end_user="customer-1")
-        bobs = connection_create(app=notes_app, data={"api_key": "key-bob"}, acting_user=bob, end_user="customer-2")
-        read = token("connections:read")
-
-        def listed():
-            return sorted(item["id"] for item in send(client, "GET", "/connections", read).json())
-
-        assert listed() == [anns.pk, bobs.pk]  # a client without a user: the operator's
-        Application.objects.update(user=ann)
-        assert listed() == [anns.pk]
-        SecretGrant.objects.create(secret=bobs.secret, user=ann, level=SecretGrant.Level.USE)
-        assert listed() == [anns.pk, bobs.pk]
-        Application.objects.update(user=staff_user("mallory"))
-        assert listed() == []
-
-
 @pytest.mark.django_db(transaction=True)
 class TestNotices:
     def test_a_notice_runs_data_with_its_reconnect_link_is_hidden_from_users_without_a_grant_on_the_connection(
@@ -169,6 +149,26 @@ class TestNotices:
         refusal = run_data_refusal(staff_user("mallory"), run.secret_ids)
         assert refusal is not None and "hold no use grant" in refusal
         assert run_data_refusal(ann, run.secret_ids) is None
+
+
+@pytest.mark.django_db
+class TestConnectionsApi:
+    def test_a_client_lists_only_the_connections_its_user_may_use(self, client, token, notes_app, staff_user):
+        ann, bob = staff_user("ann"), staff_user("bob")
+        anns = connection_create(app=notes_app, data={"api_key": "key-ann"}, acting_user=ann, end_user="customer-1")
+        bobs = connection_create(app=notes_app, data={"api_key": "key-bob"}, acting_user=bob, end_user="customer-2")
+        read = token("connections:read")
+
+        def listed():
+            return sorted(item["id"] for item in send(client, "GET", "/connections", read).json())
+
+        assert listed() == [anns.pk, bobs.pk]  # a client without a user: the operator's
+        Application.objects.update(user=ann)
+        assert listed() == [anns.pk]
+        SecretGrant.objects.create(secret=bobs.secret, user=ann, level=SecretGrant.Level.USE)
+        assert listed() == [anns.pk, bobs.pk]
+        Application.objects.update(user=staff_user("mallory"))
+        assert listed() == []
 
     @pytest.mark.parametrize(
         "method, path, body",
