@@ -74,6 +74,15 @@ class TestAppFlowsReachOnlyTheirConnection:
             "flows.relay.steps[0]: Calls the flow(s) payroll; an app's flows call only the app's own flows (notes/<flow>)."
         ]
 
+    def test_an_app_flow_whose_error_handler_is_outside_its_app_is_not_installed(self, notes_api):
+        relay = RELAY.replace("    public: true", "    public: true\n    error_handler: payroll")
+        with pytest.raises(ManifestError) as failure:
+            app_install(manifest=manifest_parse(notes_manifest(notes_api.url).rstrip() + relay))
+        assert failure.value.messages == [
+            "flows.relay.error_handler: 'payroll' is not this app's flow; an app's flows call only the app's own flows "
+            "(notes/<flow>)."
+        ]
+
     def test_an_app_flow_changed_to_call_another_flow_fails_and_that_flow_never_runs(self, notes_api):
         app = app_install(manifest=manifest_parse(notes_manifest(notes_api.url).rstrip() + RELAY)).app
         connection = connection_create(app=app, data={"api_key": "key-ann"})
