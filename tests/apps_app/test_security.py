@@ -75,6 +75,7 @@ class TestAppFlowsReachOnlyTheirConnection:
         ]
 
     def test_an_app_flow_whose_error_handler_is_outside_its_app_is_not_installed(self, notes_api):
+        make_flow("payroll", [{"key": "pay", "kind": "transform", "value": {"salary": 100}}])
         relay = RELAY.replace("    public: true", "    public: true\n    error_handler: payroll")
         with pytest.raises(ManifestError) as failure:
             app_install(manifest=manifest_parse(notes_manifest(notes_api.url).rstrip() + relay))
