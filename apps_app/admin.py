@@ -32,7 +32,6 @@ from apps_app.selectors import (
     connection_last_error,
     connection_status_counts,
     connection_statuses,
-    connections_usable,
     connections_with_status,
 )
 from apps_app.services.apps import app_export, app_install, app_redirect_uri, app_registration_set, app_uninstall
@@ -211,7 +210,7 @@ class AppAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET"])
-        connections = connections_usable(request.user, connections_with_status(app=app.slug))
+        connections = connections_with_status(user=request.user, app=app.slug)
         status = request.GET.get("status", "")
         shown = connections.filter(status=status) if status in STATUS_LABELS else connections
         counts = connection_status_counts(connections)
@@ -432,7 +431,7 @@ class ConnectionAdmin(admin.ModelAdmin):
     actions = ["test_selected", make_connect_links]
 
     def get_queryset(self, request):
-        return connections_usable(request.user, connections_with_status())
+        return connections_with_status(user=request.user)
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {"title": "Connections", **(extra_context or {})})

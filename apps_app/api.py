@@ -4,6 +4,9 @@
 Callers authenticate with a bearer token from Flowgate's own OAuth2 server (``/o/token/``,
 client-credentials grant; see ``flows_app.oauth2_server``) carrying the operation's scope:
 ``connections:write`` to make connect links, ``connections:read`` to list connections.
+A client acts as the user its application belongs to: it lists the connections that user may
+use, and makes reconnect links for those the user may manage; a client without a user acts
+as the operator (every connection).
 The token is checked by django-oauth-toolkit against its store (expired or revoked tokens
 are refused). Errors are ``{"detail": "..."}``: 401 without a valid token, 403 without the
 scope (or when the client application's user may not manage the connection), 400 for bad
@@ -13,7 +16,7 @@ input, 404 for an unknown app or connection. Never a secret's value.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -23,6 +26,7 @@ from ninja.errors import ValidationError as RequestInvalid
 from ninja.security import HttpBearer
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
+from pydantic import AfterValidator
 
 from apps_app.models import App, Connection
 from apps_app.selectors import (
@@ -74,18 +78,27 @@ def _acting_user(request):
     return request.auth.application.user
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")  # a database text cannot hold one
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class Problem(Schema):
     detail: str
 
 
 class ConnectLinkIn(Schema):
-    app: str = Field(description="The installed app's slug.")
-    end_user: str = Field("", description="Who the account belongs to in your product (a customer id).")
-    return_url: str = Field("", description="Where to send the person afterwards; must be allowed in settings.")
+    app: Text = Field(description="The installed app's slug.")
+    end_user: Text = Field("", description="Who the account belongs to in your product (a customer id).")
+    return_url: Text = Field("", description="Where to send the person afterwards; must be allowed in settings.")
 
 
 class ReconnectLinkIn(Schema):
-    return_url: str = Field("", description="Where to send the person afterwards; must be allowed in settings.")
+    return_url: Text = Field("", description="Where to send the person afterwards; must be allowed in settings.")
 
 
 class ConnectLinkOut(Schema):
@@ -105,8 +118,8 @@ class ConnectionOut(Schema):
 
 
 class ConnectionFilter(Schema):
-    app: str = ""
-    end_user: str = ""
+    app: Text = ""
+    end_user: Text = ""
     status: Literal[("", *CONNECTION_STATUSES)] = ""
 
 
@@ -189,5 +202,7 @@ def connections_list(request, filters: Query[ConnectionFilter]):
             "last_error": connection_last_error(connection),
             "created_at": connection.created_at,
         }
-        for connection in connections_with_status(app=filters.app, end_user=filters.end_user, status=filters.status)
+        for connection in connections_with_status(
+            user=_acting_user(request), app=filters.app, end_user=filters.end_user, status=filters.status
+        )
     ]

@@ -30,6 +30,17 @@ MAX_UPLOAD_BYTES = MAX_MANIFEST_BYTES + MAX_ICON_BYTES + 64 * 1024  # a zip of b
 ICON_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without aliases: a small file of nested aliases (billion laughs)
+    is cheap to parse but expands without bound once checked, stored as JSON or exported."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a manifest", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 class ManifestError(Exception):
     """The manifest cannot be installed; ``messages`` say where and why."""
 
@@ -69,7 +80,7 @@ def manifest_parse(text: str | bytes, *, read_file=None) -> Manifest:
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError([f"The manifest is larger than {MAX_MANIFEST_BYTES // 1024} KB."])
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ManifestLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -117,7 +128,8 @@ def manifest_from_upload(content: bytes) -> Manifest:
         return manifest_parse(content)
     try:
         return _manifest_from_zip(content)
-    except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:  # damaged, or encrypted
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError) as exc:
+        # Damaged, encrypted (RuntimeError) or compressed in a way zipfile cannot read.
         raise ManifestError([f"The zip cannot be read: {exc}."]) from None
 
 

@@ -24,9 +24,9 @@ TOKEN_STATUSES = ("not_connected", "needs_reauthorization", "revoked")
 _TOKEN_STATUS = "secret__oauth2_connection__status"
 
 
-def connections_with_status(*, app: str = "", end_user: str = "", status: str = "") -> QuerySet[Connection]:
-    """Connections with ``status`` and ``token_*`` fields annotated,
-    filtered by app slug, end-user reference and status when given."""
+def connections_with_status(*, user=None, app: str = "", end_user: str = "", status: str = "") -> QuerySet[Connection]:
+    """The connections ``user`` may use (None: the operator, every one) with ``status`` and
+    ``token_*`` fields annotated, filtered by app slug, end-user reference and status when given."""
     queryset = (
         Connection.objects.select_related("app", "secret__owner")
         .annotate(
@@ -53,6 +53,8 @@ def connections_with_status(*, app: str = "", end_user: str = "", status: str = 
         )
         .order_by("secret_id")
     )
+    if user is not None:
+        queryset = queryset.filter(secret__in=access.secrets_allowed(user, Secret.objects.all()))
     if app:
         queryset = queryset.filter(app__slug=app)
     if end_user:
@@ -83,11 +85,6 @@ def connection_statuses(app: App) -> list[tuple[str, str]]:
 def connection_status_counts(connections: QuerySet[Connection]) -> dict[str, int]:
     """How many of ``connections`` (from ``connections_with_status``) are in each status."""
     return dict(connections.order_by().values_list("status").annotate(count=Count("pk")))
-
-
-def connections_usable(user, connections: QuerySet[Connection]) -> QuerySet[Connection]:
-    """``connections`` narrowed to those ``user`` may use (own, granted, or all for superusers)."""
-    return connections.filter(secret__in=access.secrets_usable(user, Secret.objects.exclude(app_slug="")))
 
 
 def apps_with_counts(queryset: QuerySet[App]) -> QuerySet[App]:

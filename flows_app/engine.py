@@ -382,6 +382,10 @@ class Engine:
             raise StepError(refusal)
         if flow.app_slug and flow.app_slug != parent.flow.app_slug:
             raise StepError(f"Flow {flow.slug!r} belongs to the app {flow.app_slug!r}; only its own flows call it.")
+        if parent.flow.app_slug and flow.app_slug != parent.flow.app_slug:
+            # The app's flows run as the operator, who may use every secret: a call out would
+            # steer another flow's secrets for whoever may use the connection.
+            raise StepError(f"Flow {parent.flow.slug!r} belongs to the app {parent.flow.app_slug!r}; it calls only that app's flows.")
         depth, ancestor = 1, parent
         while ancestor.parent_run_id:
             depth += 1

@@ -91,15 +91,11 @@ def require_manage(user, secret: Secret) -> None:
 
 def secrets_manageable(user, queryset):
     """``queryset`` narrowed to the secrets ``user`` may manage (for bulk admin actions)."""
-    return _secrets_held(user, queryset, MANAGE)
+    return secrets_allowed(user, queryset, MANAGE)
 
 
-def secrets_usable(user, queryset):
-    """``queryset`` narrowed to the secrets ``user`` may use (the lists a user picks from)."""
-    return _secrets_held(user, queryset, USE)
-
-
-def _secrets_held(user, queryset, level: str):
+def secrets_allowed(user, queryset, level: str = USE):
+    """``queryset`` narrowed to the secrets ``user`` may use (or manage), in one query."""
     standing = _holds_everything(user)
     if standing is not None:
         return queryset if standing else queryset.none()

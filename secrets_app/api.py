@@ -34,6 +34,7 @@ from secrets_app.services.secrets import secret_mark_used, secret_reveal_record
 # What flows_app needs besides the Vault: the access rules and the bindings it records.
 may_use, secrets_denied, secret_ids_denied = access.may_use, access.secrets_denied, access.secret_ids_denied
 user_label = access.user_label
+MANAGE = access.MANAGE
 
 
 class BasicCredentials:
@@ -78,6 +79,11 @@ class _RecordingAuth(requests.auth.AuthBase):
         return repr(self._inner)
 
 
+def app_connections(*, app_slug: str):
+    """Every connection of the installed app ``app_slug`` (secrets)."""
+    return Secret.objects.filter(app_slug=app_slug)
+
+
 def app_connection_get(*, app_slug: str, pk: int | None) -> Secret | None:
     """The connection ``pk`` of the installed app ``app_slug`` (a secret), or None."""
     return Secret.objects.filter(pk=pk, app_slug=app_slug).first() if pk is not None else None
@@ -85,7 +91,7 @@ def app_connection_get(*, app_slug: str, pk: int | None) -> Secret | None:
 
 def app_connections_usable(*, app_slug: str, user):
     """The connections of the installed app ``app_slug`` that ``user`` may run its flows with."""
-    return access.secrets_usable(user, Secret.objects.filter(app_slug=app_slug).select_related("owner"))
+    return access.secrets_allowed(user, Secret.objects.filter(app_slug=app_slug).select_related("owner"))
 
 
 class Vault:

@@ -80,6 +80,10 @@ def _flow_specs(manifest: Manifest) -> list[FlowSpec]:
             errors[f"{place}.triggers"] = ["A private flow has no triggers; make it public: true."]
         if spec.schedules:  # its runs would be refused, at every tick, for want of a connection
             errors[f"{place}.triggers"] = ["A schedule names no connection; an app's flows run for one (use an endpoint)."]
+        if spec.error_handler and not spec.error_handler.startswith(f"{slug}/"):
+            errors[f"{place}.error_handler"] = [
+                f"{spec.error_handler!r} is not this app's flow; an app's flows call only the app's own flows ({slug}/<flow>)."
+            ]
         for endpoint in spec.endpoints or []:
             endpoint.path = app_trigger_path(slug, endpoint.path)
         for index, step in enumerate(spec.steps):
@@ -87,6 +91,10 @@ def _flow_specs(manifest: Manifest) -> list[FlowSpec]:
             if names := step_secret_names(kind_class, step.config, None):
                 errors[f"{place}.steps[{index}]"] = [
                     f"Reads the secret(s) {', '.join(sorted(names))}; an app's flows reach only their connection."
+                ]
+            elif outside := sorted(name for name in kind_class.called_flows(step.config) if not name.startswith(f"{slug}/")):
+                errors[f"{place}.steps[{index}]"] = [
+                    f"Calls the flow(s) {', '.join(outside)}; an app's flows call only the app's own flows ({slug}/<flow>)."
                 ]
             elif step.uses_connection and kind_class.secret_kinds and kind not in kind_class.secret_kinds:
                 errors[f"{place}.steps[{index}].secret"] = [

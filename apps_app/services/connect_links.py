@@ -43,6 +43,7 @@ from apps_app.services.apps import connection_secret_data
 from apps_app.services.connections import connection_create, connection_test, connection_update
 from secrets_app import access
 from secrets_app.exceptions import AuthorizationFailed
+from secrets_app.models import Secret
 from secrets_app.oauth2.providers import presets
 from secrets_app.services.audit import audit_record
 from secrets_app.services.oauth2 import oauth2_authorization_complete, oauth2_authorization_start
@@ -230,14 +231,20 @@ def _outcome_of_test(link: ConnectLink, connection: Connection, *, identity: str
     return ConnectOutcome(link, "connected", f"{connected}.", connection, identity)
 
 
+#: What a reconnect whose fields fail the app's test puts back as it was.
+RECONNECT_RESTORES = ("config", "values", "identity", "status", "status_detail")
+
+
 def connect_link_submit_fields(*, link: ConnectLink, data: Mapping[str, Any]) -> ConnectOutcome:
     """A generic app's fields, filled in by the person: connect, then test.
 
     ValidationError for bad fields, and for a failed test (with its reason): then a new
-    connection is deleted again, and the link stays usable so the person can correct them."""
+    connection is deleted again (a reconnected one gets its working fields back), and the
+    link stays usable so the person can correct them."""
     with transaction.atomic():
         _use(link)
         if link.reconnect:
+            before = Secret.objects.filter(pk=link.connection_id).values(*RECONNECT_RESTORES).get()
             connection_update(connection=link.connection, data=data)
             connection = link.connection
         else:
@@ -246,7 +253,9 @@ def connect_link_submit_fields(*, link: ConnectLink, data: Mapping[str, Any]) ->
             link.connection = connection
     outcome = _outcome_of_test(link, connection)
     if outcome.status == "failed":
-        if not link.reconnect:
+        if link.reconnect:  # the values that worked until now, not the ones that failed
+            Secret.objects.filter(pk=connection.pk).update(**before)
+        else:
             secret_delete(secret=connection.secret)
             link.connection = None
         _release(link)

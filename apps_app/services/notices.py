@@ -104,6 +104,8 @@ def notice_send(
                 trigger_detail=f"{event} {secret.name}",
                 # An app's own flow runs with the connection it is about; any other without.
                 connection=secret if flow.app_slug and flow.app_slug == secret.app_slug else None,
+                # The reconnect link connects it for whoever holds it: no one without a grant on it sees the run's data.
+                input_secrets=[secret],
             )
         audit_record(
             actor_label="notices",

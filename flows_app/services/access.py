@@ -10,6 +10,7 @@ only while the flow's owner still holds a use grant on each (``secrets_app.acces
   flow's owner (the user it runs as; the saving user for a new flow).
 - A run's stored inputs and outputs are shown only to users who may use every secret
   the run could touch (its flow's bindings when it started).
+- Changing an app's flow needs manage on every connection of the app: it runs with each.
 - Running a flow from the admin, re-running it, or calling it from another flow needs
   ``flows_app.run_flow`` and use grants on its bindings: whoever chooses a run's input
   steers the requests it makes with those secrets.
@@ -83,6 +84,23 @@ def flow_run_refusal(user, flow: Flow) -> str | None:
         return f"{api.user_label(user)} may not run flows (the 'Can run flows' permission)."
     problems = grant_problems(flow_bound_secrets(flow), [user])
     return f"Flow {flow.slug!r} cannot be run by {api.user_label(user)}: {problems[0]}" if problems else None
+
+
+def app_flow_change_refusal(user, app_slug: str) -> str | None:
+    """Why ``user`` may not change a flow of the app ``app_slug``; None if they may.
+
+    An app's flow runs with each of the app's connections (its operations see their tokens)
+    whoever started the run: only who may manage every one of them changes it.
+    """
+    if not app_slug:
+        return None
+    denied = api.secrets_denied(user, api.app_connections(app_slug=app_slug), api.MANAGE)
+    if not denied:
+        return None
+    return (
+        f"{api.user_label(user)} may not change the app {app_slug!r}'s flows: they run with each of its "
+        f"connections, and {api.user_label(user)} may not manage {denied[0].name!r}."
+    )
 
 
 def run_connection_refusal(user, flow: Flow, connection) -> str | None:

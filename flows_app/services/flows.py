@@ -11,7 +11,13 @@ from django.db import transaction
 from flows_app import templating
 from flows_app.models import STEP_KEY, Flow, Step
 from flows_app.selectors import endpoint_cache_clear
-from flows_app.services.access import access_problems, flow_bindings_save, flow_run_refusal, step_access_problems
+from flows_app.services.access import (
+    access_problems,
+    app_flow_change_refusal,
+    flow_bindings_save,
+    flow_run_refusal,
+    step_access_problems,
+)
 from flows_app.services.specs import EndpointSpec, FlowSpec, ScheduleSpec, StepSpec, spec_of, spec_values
 from flows_app.services.triggers import endpoints_save, schedules_save, schedules_sync
 from flows_app.steps import STEP_KINDS
@@ -232,6 +238,8 @@ def flow_access_check(*, flow: Flow, spec: FlowSpec, acting_user, handler: Flow 
     this flow's failures choose, as a caller chooses a called flow's)."""
     users = [_user(acting_user), flow.owner]
     errors: dict[str, list[str]] = {}
+    if refusal := app_flow_change_refusal(_user(acting_user), flow.app_slug or spec.app_slug):
+        errors["__all__"] = [refusal]
     if handler is not None and handler.slug != flow.slug:
         if problems := [refusal for user in users if (refusal := flow_run_refusal(user, handler))]:
             errors["error_handler"] = problems

@@ -48,11 +48,14 @@ def flow_run_start(
     caller: str = "",
     enforce_enabled: bool = True,
     connection=None,
+    input_secrets: Iterable = (),
 ) -> FlowRun:
     """Queue a run; its task is sent when the transaction commits (ids only).
 
     ``caller`` is the digest of who called an endpoint (``services.endpoints``).
     ``connection``: the secret an app's flow runs with (``run_connection_refusal``).
+    ``input_secrets``: secrets whose power the input carries (a link that reconnects one):
+    only who may use them too sees the run's data.
     """
     if enforce_enabled and not flow.enabled:
         raise FlowDisabled(f"Flow {flow.slug!r} is disabled.")
@@ -67,7 +70,7 @@ def flow_run_start(
         started_by=user,
         endpoint=endpoint,
         idempotency_key=idempotency_key,
-        secret_ids=_run_secret_ids(flow_secret_ids(flow), connection),
+        secret_ids=_run_secret_ids(flow_secret_ids(flow), connection, input_secrets),
         caller=caller,
         connection=connection,
     )
@@ -82,9 +85,11 @@ def _start_refusal(user, flow: Flow, connection) -> str | None:
     return flow_run_refusal(user, flow) or run_connection_refusal(user, flow, connection)
 
 
-def _run_secret_ids(bound: list[int], connection) -> list[int]:
-    """Who may see a run's data: the secrets its flow binds, and the connection it runs with."""
-    return sorted({*bound, connection.pk}) if connection is not None else bound
+def _run_secret_ids(bound: list[int], connection, input_secrets: Iterable = ()) -> list[int]:
+    """Who may see a run's data: the secrets its flow binds, the connection it runs with,
+    and those its input stands for."""
+    touched = [secret for secret in (connection, *input_secrets) if secret is not None]
+    return sorted({*bound, *(secret.pk for secret in touched)}) if touched else bound
 
 
 def flow_run_inline(
