@@ -21,14 +21,14 @@ from flows_app.services.flows import flow_save
 from flows_app.services.runs import flow_run_inline
 from secrets_app.models import Secret, SecretGrant
 from secrets_app.oauth2.tokens import connection_for
-from tests.apps_app import test_api, test_install
+from tests.apps_app import test_api
+from tests.apps_app.conftest import notes_manifest
 from tests.apps_app.test_api import send
 from tests.apps_app.test_connect_links import returned
-from tests.apps_app.test_install import notes_manifest
 from tests.apps_app.test_notices import oauth2_app_manifest
 from tests.flows_app.conftest import make_flow
 
-notes_api, notes_app, token = test_install.notes_api, test_api.notes_app, test_api.token  # fixtures
+notes_app, token = test_api.notes_app, test_api.token  # fixtures of the API tests
 
 
 class TestHostileManifests:
