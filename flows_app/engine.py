@@ -57,7 +57,7 @@ from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secrets, flow_run_refusal
 from flows_app.steps import STEP_KINDS
-from flows_app.steps.base import StepContext, StepError
+from flows_app.steps.base import StepContext, StepError, StepResult
 from flows_app.stored import jsonable, restore
 from project.heartbeat import Heartbeat
 from secrets_app.api import Vault
@@ -284,26 +284,18 @@ class Engine:
         kind = STEP_KINDS.get(step.kind)
         started = timezone.now()
         rendered: dict[str, Any] = {}
-        try:
-            if kind is None:
-                raise StepError(f"Unknown step kind {step.kind!r}.")
-            if step.for_each:
-                rendered = {"for_each": step.for_each}
-                result = fanout.step_result(self, run, step, data, vault=vault, deadline=deadline)
-                if result is None:
-                    return None
-            else:
-                rendered = kind.render(step.config, data)
-                result = kind().execute(self.step_context(run, step, rendered, data, vault, remaining))
-        except StepError as exc:
-            failure = exc
-        except Exception as exc:  # a bug or an unexpected library error: fail the step, keep the worker
-            logger.error(
-                "Step %s of run %s failed unexpectedly:\n%s", step.key, run.pk, vault.redactor.text(traceback.format_exc())
+        result = None
+        if kind is None:
+            failure = StepError(f"Unknown step kind {step.kind!r}.")
+        elif step.for_each:
+            rendered = {"for_each": step.for_each}
+            result, failure = self.guarded(
+                run, vault, f"Step {step.key}", lambda: fanout.step_result(self, run, step, data, vault=vault, deadline=deadline)
             )
-            failure = StepError(f"Unexpected error: {type(exc).__name__}: {exc}")
+            if result is None and failure is None:
+                return None
         else:
-            failure = None
+            rendered, result, failure = self.attempt(run, step, kind, data, vault, remaining, what=f"Step {step.key}")
         finished = timezone.now()
         metrics.step_finished(step.kind, failed=failure is not None, seconds=(finished - started).total_seconds())
         record = StepRun(
@@ -322,6 +314,32 @@ class Engine:
         record.status, record.error, record.output = StepRun.Status.FAILED, str(failure), jsonable(failure.output)
         record.logs = (failure.output or {}).get("logs", "") if isinstance(failure.output, dict) else ""
         return runtime.Failed(str(failure), failure.retryable, failure.retry_after), record, None
+
+    def attempt(
+        self, run: FlowRun, step: Step, kind, scope: dict[str, Any], vault: Vault, remaining: float, *, what: str
+    ) -> tuple[dict[str, Any], StepResult | None, StepError | None]:
+        """Render ``step`` against ``scope`` and execute it once: (rendered config, result,
+        failure). A run's step and a fan-out's item both go through here."""
+        rendered: dict[str, Any] = {}
+
+        def render_and_execute() -> StepResult:
+            rendered.update(kind.render(step.config, scope))
+            return kind().execute(self.step_context(run, step, rendered, scope, vault, remaining))
+
+        result, failure = self.guarded(run, vault, what, render_and_execute)
+        return rendered, result, failure
+
+    @staticmethod
+    def guarded(run: FlowRun, vault: Vault, what: str, work) -> tuple[Any, StepError | None]:
+        """``work()``'s value and no failure, or None and the StepError it failed with. A bug
+        or an unexpected library error fails the step too (logged, redacted), keeping the worker."""
+        try:
+            return work(), None
+        except StepError as exc:
+            return None, exc
+        except Exception as exc:
+            logger.error("%s of run %s failed unexpectedly:\n%s", what, run.pk, vault.redactor.text(traceback.format_exc()))
+            return None, StepError(f"Unexpected error: {type(exc).__name__}: {exc}")
 
     def step_context(
         self, run: FlowRun, step: Step, rendered: dict[str, Any], data: dict[str, Any], vault: Vault, remaining: float

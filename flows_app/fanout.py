@@ -27,9 +27,7 @@ called flow runs its items there, one after another, without item rows.
 
 from __future__ import annotations
 
-import logging
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
     from flows_app.engine import Engine
     from secrets_app.api import Vault
 
-logger = logging.getLogger(__name__)
 
 Status = StepItem.Status
 UNFINISHED = (Status.PENDING, Status.RUNNING)
@@ -193,19 +190,9 @@ def run_item(engine: Engine, run, step, kind, data, vault, deadline: datetime, i
         if remaining <= 0:
             return Outcome(False, None, f"The flow took longer than its timeout of {run.flow.timeout_seconds} s.", attempt)
         started = time.monotonic()
-        try:
-            rendered = kind.render(step.config, scope)
-            result = kind().execute(engine.step_context(run, step, rendered, scope, vault, remaining))
-        except StepError as exc:
-            failure = exc
-        except Exception as exc:  # a bug or an unexpected library error: fail the item, keep the worker
-            logger.error(
-                "Item %s of step %s of run %s failed unexpectedly:\n%s",
-                index, step.key, run.pk, vault.redactor.text(traceback.format_exc()),
-            )
-            failure = StepError(f"Unexpected error: {type(exc).__name__}: {exc}")
-        else:
-            failure = None
+        _rendered, result, failure = engine.attempt(
+            run, step, kind, scope, vault, remaining, what=f"Item {index} of step {step.key}"
+        )
         metrics.step_finished(step.kind, failed=failure is not None, seconds=time.monotonic() - started)
         if failure is None:
             return Outcome(True, stored.jsonable(result.output), "", attempt)
