@@ -17,6 +17,7 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from apps_app.app_settings import apps_settings
 from apps_app.exceptions import AppInUse
 from apps_app.manifest import Manifest, ManifestError
 from apps_app.models import App, Connection
@@ -136,9 +137,7 @@ def connection_secret_data(app: App) -> dict[str, Any]:
 
 
 def app_redirect_uri(app: App) -> str:
-    from django.conf import settings
-
-    return f"{settings.BASE_URL}/apps/{app.slug}/oauth2/callback/"
+    return f"{apps_settings.base_url}/apps/{app.slug}/oauth2/callback/"
 
 
 @transaction.atomic
