@@ -11,6 +11,12 @@ class FlowSettings:
         return float(getattr(settings, "FLOWGATE_RUN_LEASE_SECONDS", 30))
 
     @property
+    def sync_run_threads(self) -> int:
+        """Threads per web process that run sync endpoints' runs there (``flows_app.local_runs``);
+        0 sends every run to the workers."""
+        return int(getattr(settings, "FLOWGATE_SYNC_RUN_THREADS", 8))
+
+    @property
     def run_max_pickups(self) -> int:
         """A run taken up this many times (its workers died) fails instead of running again."""
         return int(getattr(settings, "FLOWGATE_RUN_MAX_PICKUPS", 3))

@@ -165,8 +165,12 @@ class Engine:
     def execute(self, run_id: int) -> None:
         """Run (or continue) ``run_id`` if it can be taken now; otherwise do nothing."""
         run = runs.claim(run_id, self.owner)
-        if run is None:
-            return
+        if run is not None:
+            self.run_held(run)
+
+    def run_held(self, run: FlowRun) -> None:
+        """Run (or continue) ``run``, held under this engine's lease (claimed, or inserted
+        held by ``flows_app.local_runs``), extending the lease while it runs."""
         with _Heartbeat(run.pk, self.owner) as heartbeat:
             self._run(run, heartbeat=heartbeat)
 
@@ -419,11 +423,7 @@ class Engine:
             started_by=parent.started_by,
             secret_ids=flow_bound_secret_ids(flow) + ([parent.connection_id] if flow.app_slug else []),
             connection_id=parent.connection_id if flow.app_slug else None,
-            status=FlowRun.Status.RUNNING,
-            started_at=timezone.now(),
-            lease_owner=self.owner,
-            lease_expires_at=timezone.now() + timedelta(seconds=timeout + flow_settings.run_lease_seconds),
-            pickups=1,
+            **runs.held_by(self.owner, extra_seconds=timeout),
         )
         child.input = input  # the child runs with the real values; only the stored copy is masked
         output = self._run(child, heartbeat=None, redactor=redactor, timeout=timeout)

@@ -7,6 +7,10 @@ run's channel and a waiter wakes at once, reading the run from the database only
 databases, so a channel names this installation too: two installations on one Redis
 server do not wake each other's waiters. Without Redis, waiters read the run at a growing
 interval (10 ms up to 250 ms): never a tight loop.
+
+A run executing in this process (``flows_app.local_runs``) is registered here while it
+runs: a waiter in this process then wakes on an event and reads the runner's own copy of
+the run, which the run store updates before it publishes (no pub/sub, no database read).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -53,7 +58,27 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
+#: Runs executing in this process, by id: the runner's copy, and the event that wakes waiters.
+_here: dict[int, tuple[FlowRun, threading.Event]] = {}
+
+
+def executing_here(run: FlowRun) -> None:
+    """``run`` (this very object) executes in this process from now on."""
+    _here[run.pk] = (run, threading.Event())
+
+
+def left_here(run_id: int) -> None:
+    """The run stopped executing in this process (ended, parked, given up): waiters here
+    read the database from now on."""
+    entry = _here.pop(run_id, None)
+    if entry is not None:
+        entry[1].set()
+
+
 def publish(run_id: int) -> None:
+    entry = _here.get(run_id)
+    if entry is not None:
+        entry[1].set()
     client = _client()
     if client is None:
         return
@@ -71,6 +96,9 @@ SAFETY_NET_SECONDS = 1.0
 def wait(run_id: int, *, ready: Callable[[FlowRun], bool], timeout: float) -> FlowRun | None:
     """The run once ``ready(run)`` holds, or None after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
+    entry = _here.get(run_id)
+    if entry is not None:
+        return _wait_here(*entry, ready=ready, deadline=deadline)
     client = _client()
     if client is None:
         return _read_until(run_id, ready, deadline, _growing_pause())
@@ -85,6 +113,20 @@ def wait(run_id: int, *, ready: Callable[[FlowRun], bool], timeout: float) -> Fl
         return _read_until(run_id, ready, deadline, lambda remaining: _woken(pubsub, remaining))
     finally:
         pubsub.close()
+
+
+def _wait_here(run: FlowRun, woken: threading.Event, *, ready: Callable[[FlowRun], bool], deadline: float) -> FlowRun | None:
+    """Wait for a run executing in this process. The runner writes the run's fields before
+    it sets the event, and the waiter clears the event before it looks: no wake-up is missed."""
+    while not ready(run):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        if _here.get(run.pk, (None,))[0] is not run:  # it left this process unfinished (parked)
+            return wait(run.pk, ready=ready, timeout=remaining)
+        woken.wait(remaining)
+        woken.clear()
+    return run
 
 
 def _confirmed(pubsub, deadline: float) -> bool:

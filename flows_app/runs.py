@@ -125,6 +125,22 @@ def _take(run_id: int, owner: str, now: datetime, lease: datetime, *, plain: boo
     return next(iter(FlowRun.objects.raw(sql, params)), None)
 
 
+def held_by(owner: str, *, extra_seconds: float = 0) -> dict[str, Any]:
+    """The fields of a run inserted already taken by ``owner``, which runs it in the process
+    that starts it (no claim): its lease lasts ``extra_seconds`` longer than a claim's."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=flow_settings.run_lease_seconds + extra_seconds)
+    return {"status": FlowRun.Status.RUNNING, "started_at": now, "lease_owner": owner, "lease_expires_at": lease, "pickups": 1}
+
+
+def give_back(run: FlowRun, owner: str) -> None:
+    """A run inserted held by ``owner`` that its process cannot run after all: queued for a worker."""
+    FlowRun.objects.filter(pk=run.pk, lease_owner=owner).update(
+        status=FlowRun.Status.QUEUED, started_at=None, lease_owner="", lease_expires_at=None, pickups=0
+    )
+    dispatch.enqueue_run(run.pk)
+
+
 def _step_in_flight(run: FlowRun) -> str:
     last = run.step_runs.order_by("-id").first()
     if last is not None:

@@ -54,7 +54,10 @@ def _cached(store: dict, key, load):
 
 def endpoint_get(path: str) -> EndpointTrigger | None:
     return _cached(
-        _endpoints, path, lambda: EndpointTrigger.objects.select_related("flow", "auth_secret").filter(path=path).first()
+        _endpoints,
+        path,
+        # The flow's owner too: a sync endpoint's run acts for it in this process (``local_runs``).
+        lambda: EndpointTrigger.objects.select_related("flow", "flow__owner", "auth_secret").filter(path=path).first(),
     )
 
 

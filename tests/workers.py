@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -122,6 +123,19 @@ class WorkerProcess(ChildProcess):
         ]
         environment = {**(base_env if base_env is not None else test_environment()), **(env or {})}
         super().__init__(argv, env=environment, name=f"celery worker {name}", ready_line=" ready.")
+
+
+class WebProcess(ChildProcess):
+    """gunicorn with the product's config (one process, as docker-compose.yml starts it) on a
+    free loopback port; ``env`` is added to the test environment."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        argv = [str(BIN / "gunicorn"), "-c", "project/gunicorn.conf.py", "project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+        super().__init__(argv, env={**test_environment(), **(env or {})}, name="gunicorn", ready_url=f"{self.url}/admin/login/")
 
 
 class BeatProcess(ChildProcess):

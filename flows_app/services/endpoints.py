@@ -253,6 +253,7 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
             "endpoint": trigger,
             "caller": _caller_digest(trigger, caller),
             "connection": connection,
+            "here": trigger.response == EndpointTrigger.Response.SYNC,  # its caller waits in this process
         }
         replayed = False
         if key:

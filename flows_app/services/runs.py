@@ -15,9 +15,10 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from flows_app import dispatch, fanout, metrics, notify
+from flows_app import dispatch, fanout, metrics, notify, runs
 from flows_app.app_settings import flow_settings
 from flows_app.engine import Engine
+from flows_app.local_runs import local_runner
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.selectors import flow_secret_ids
 from flows_app.services.access import flow_bound_secret_ids, flow_run_refusal, run_connection_refusal
@@ -49,9 +50,13 @@ def flow_run_start(
     enforce_enabled: bool = True,
     connection=None,
     input_secrets: Iterable = (),
+    here: bool = False,
 ) -> FlowRun:
     """Queue a run; its task is sent when the transaction commits (ids only).
 
+    ``here``: run it in this process when it can (``flows_app.local_runs``): a sync
+    endpoint's caller waits for it in this process anyway. It then starts held under this
+    process's lease, and its runner thread starts when the transaction commits.
     ``caller`` is the digest of who called an endpoint (``services.endpoints``).
     ``connection``: the secret an app's flow runs with (``run_connection_refusal``).
     ``input_secrets``: secrets whose power the input carries (a link that reconnects one):
@@ -62,6 +67,7 @@ def flow_run_start(
     user = acting_user if getattr(acting_user, "is_authenticated", False) else None
     if refusal := _start_refusal(user, flow, connection):
         raise RunNotAllowed(refusal)
+    engine = Engine() if here and local_runner.takes(flow) else None
     run = FlowRun.objects.create(
         flow=flow,
         input=input if input is not None else {},
@@ -73,9 +79,13 @@ def flow_run_start(
         secret_ids=_run_secret_ids(flow_secret_ids(flow), connection, input_secrets),
         caller=caller,
         connection=connection,
+        **(runs.held_by(engine.owner) if engine else {}),
     )
     # At once when the INSERT committed on its own; after the caller's transaction otherwise.
-    transaction.on_commit(lambda: dispatch.enqueue_run(run.pk, 0))
+    if engine:
+        transaction.on_commit(lambda: local_runner.start(run, engine))
+    else:
+        transaction.on_commit(lambda: dispatch.enqueue_run(run.pk, 0))
     return run
 
 
@@ -115,18 +125,13 @@ def flow_run_inline(
         raise RunNotAllowed(refusal)
     engine = Engine()
     redactor = Redactor(sensitive)
-    now = timezone.now()
     run = FlowRun.objects.create(
         flow=flow,
         input=redactor.data(input),
         trigger=trigger,
         secret_ids=_run_secret_ids(flow_bound_secret_ids(flow), connection),
         connection=connection,
-        status=FlowRun.Status.RUNNING,
-        started_at=now,
-        lease_owner=engine.owner,
-        lease_expires_at=now + timedelta(seconds=timeout + flow_settings.run_lease_seconds),
-        pickups=1,
+        **runs.held_by(engine.owner, extra_seconds=timeout),
     )
     run.input = input  # the run uses the real values; only the stored copy is masked
     output = engine.run_inline(run, timeout=timeout, redactor=redactor, output_secrets=output_secrets)
