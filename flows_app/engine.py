@@ -55,6 +55,7 @@ from django.utils import timezone
 from flows_app import fanout, metrics, runs, runtime, stored
 from flows_app.app_settings import flow_settings
 from flows_app.models import Flow, FlowRun, Step, StepRun
+from flows_app.selectors import flow_steps
 from flows_app.services.access import flow_bound_secret_ids, flow_bound_secrets, flow_run_refusal
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import StepContext, StepError, StepResult
@@ -193,7 +194,7 @@ class Engine:
         output_secrets=None,
     ) -> Any:
         flow = run.flow
-        steps = list(flow.steps.select_related("secret").order_by("position", "id"))
+        steps = flow_steps(flow)
         by_key = {step.key: step for step in steps}
         redactor = redactor if redactor is not None else Redactor()
         data, vault, bindings = self.run_data(run, redactor)

@@ -8,10 +8,13 @@ at once (signals, connected in ``apps.py``); other processes see it within the s
 Unknown paths are not cached, so a probe for random paths cannot fill the cache.
 ``flow_secret_ids(flow)`` (the secrets a run may touch, stored on every run at its start)
 is kept the same way, and cleared when a save of the flow, its bindings included, commits.
+So are a flow's steps (``flow_steps``), which every run reads: keyed by the flow's
+``updated_at`` as well, since ``flow_save`` saves the flow whenever it replaces them.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Count, F, OuterRef, Q, Subquery
 
-from flows_app.models import EndpointTrigger, Flow, FlowRun, StepRun
+from flows_app.models import EndpointTrigger, Flow, FlowRun, Step, StepRun
 from flows_app.services.access import flow_bound_secret_ids, step_secret_names
 from flows_app.steps import STEP_KINDS
 from flows_app.steps.base import StepKind
@@ -30,6 +33,7 @@ from secrets_app.selectors import secrets_exist, token_refreshes
 _lock = threading.Lock()
 _endpoints: dict[str, tuple[float, EndpointTrigger]] = {}
 _secret_ids: dict[int, tuple[float, list[int]]] = {}
+_steps: dict[tuple[int, datetime], tuple[float, list[Step]]] = {}
 
 
 def _lifetime() -> float:
@@ -66,10 +70,24 @@ def flow_secret_ids(flow: Flow) -> list[int]:
     return _cached(_secret_ids, flow.pk, lambda: flow_bound_secret_ids(flow))
 
 
+def flow_steps(flow: Flow) -> list[Step]:
+    """The flow's steps in their order, each with its secret: copies of which a run may
+    change anything (its threads share the cache)."""
+    steps = _cached(_steps, (flow.pk, flow.updated_at), lambda: list(flow.steps.select_related("secret").order_by("position", "id")))
+    return [_step_copy(step) for step in steps]
+
+
+def _step_copy(step: Step) -> Step:
+    copied = copy.copy(step)  # its own field values and related-object cache (the secret is shared: read only)
+    copied.config = copy.deepcopy(step.config)
+    return copied
+
+
 def endpoint_cache_clear(**kwargs) -> None:
     with _lock:
         _endpoints.clear()
         _secret_ids.clear()
+        _steps.clear()
 
 
 # -- the front page ------------------------------------------------------------------------
