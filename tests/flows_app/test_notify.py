@@ -1,5 +1,7 @@
 """Waking whoever waits for a run (flows_app/notify.py), on the machine's Redis."""
 
+import threading
+
 import redis
 from django.conf import settings as django_settings
 
@@ -48,3 +50,36 @@ def test_a_waiter_reads_the_run_once_before_a_wake_up_and_once_at_its_timeout(db
         assert notify.wait(run.pk, ready=ready, timeout=0.3) is None
     assert reads == ["queued", "queued"]
     assert all('"input"' not in query["sql"] for query in queries.captured_queries)  # only what answers a caller
+
+
+def test_a_run_executing_in_this_process_wakes_its_waiter_here_without_a_database_read(db):
+
+    flow = make_flow("here", [{"key": "echo", "kind": "transform", "value": "{{ trigger }}"}])
+    run = FlowRun.objects.create(flow=flow, input={})
+    notify.executing_here(run)  # as flows_app.local_runs registers the runner's copy
+    woken = []
+    waiter = threading.Thread(target=lambda: woken.append(notify.wait(run.pk, ready=lambda current: current.finished, timeout=30)))
+    try:
+        waiter.start()
+        run.status = FlowRun.Status.SUCCEEDED  # the run store updates the runner's copy, then publishes
+        notify.publish(run.pk)
+        waiter.join(30)
+    finally:
+        notify.left_here(run.pk)
+    assert woken and woken[0] is run  # the runner's own copy...
+    assert FlowRun.objects.get(pk=run.pk).status == FlowRun.Status.QUEUED  # ...not the row, which still says queued
+
+
+def test_a_waiter_of_a_run_that_left_this_process_unfinished_goes_on_waiting_through_the_database(transactional_db):
+
+    flow = make_flow("parked", [{"key": "echo", "kind": "transform", "value": "{{ trigger }}"}])
+    run = FlowRun.objects.create(flow=flow, input={})
+    notify.executing_here(run)
+    woken = []
+    waiter = threading.Thread(target=lambda: woken.append(notify.wait(run.pk, ready=lambda current: current.finished, timeout=30)))
+    waiter.start()
+    notify.left_here(run.pk)  # parked: a worker will finish it
+    FlowRun.objects.filter(pk=run.pk).update(status=FlowRun.Status.SUCCEEDED)
+    notify.publish(run.pk)
+    waiter.join(30)
+    assert woken and woken[0] is not run and woken[0].status == FlowRun.Status.SUCCEEDED
