@@ -14,6 +14,11 @@ from celery.signals import beat_init, worker_init
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# Celery's Django fix-up runs every system check when a worker or beat starts, and the URL
+# checks import every view, the API's django-ninja and pydantic with them, which a worker
+# never serves. gunicorn runs none either: the full checks run with migrate, check and
+# runserver, and worker_init below runs the deployment's own (refuse_start_unless_ready).
+os.environ.setdefault("CELERY_SKIP_CHECKS", "true")
 
 app = Celery("flowgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -1,0 +1,28 @@
+"""A Celery worker or beat loads what it runs, not the web's URLs, views and API (memory, issue 13)."""
+
+import subprocess
+import sys
+
+from tests.project.test_checks import PRODUCTION_ENV, product_environment, ROOT
+
+# What ``celery worker`` and ``celery beat`` do before they start: load the app, then its
+# task modules (Celery's Django fix-up sets Django up first).
+WORKER_START_UP = """
+import sys
+from project.celery import app
+app.loader.import_default_modules()
+print(" ".join(sorted(name for name in sys.argv[1:] if name in sys.modules)))
+"""
+
+
+def loaded(tmp_path, *modules: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_START_UP, *modules], cwd=ROOT, env=product_environment(tmp_path, **PRODUCTION_ENV),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_a_worker_loads_its_tasks_but_not_the_urls_and_views(tmp_path):
+    assert loaded(tmp_path, "flows_app.tasks", "project.urls", "flows_app.views") == {"flows_app.tasks"}
