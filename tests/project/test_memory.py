@@ -26,3 +26,8 @@ def loaded(tmp_path, *modules: str) -> set[str]:
 
 def test_a_worker_loads_its_tasks_but_not_the_urls_and_views(tmp_path):
     assert loaded(tmp_path, "flows_app.tasks", "project.urls", "flows_app.views") == {"flows_app.tasks"}
+
+
+def test_a_worker_does_not_load_the_api_library(tmp_path):
+    """django-ninja, and pydantic and django.test that it imports, are 11 MB a process."""
+    assert loaded(tmp_path, "ninja", "pydantic", "django.test") == set()
