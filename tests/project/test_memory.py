@@ -31,3 +31,20 @@ def test_a_worker_loads_its_tasks_but_not_the_urls_and_views(tmp_path):
 def test_a_worker_does_not_load_the_api_library(tmp_path):
     """django-ninja, and pydantic and django.test that it imports, are 11 MB a process."""
     assert loaded(tmp_path, "ninja", "pydantic", "django.test") == set()
+
+
+def test_a_worker_freezes_its_start_up_objects_before_it_forks_its_children():
+    """Frozen objects are skipped by the garbage collector, whose passes over them in a
+    prefork child would copy their pages (measured: 29 MB PSS less for 2 children)."""
+    import gc
+
+    from celery.signals import worker_init
+
+    from project.celery import _freeze_start_up_objects
+
+    assert any(receiver() is _freeze_start_up_objects for _, receiver in worker_init.receivers)
+    try:
+        _freeze_start_up_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
