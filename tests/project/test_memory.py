@@ -48,3 +48,8 @@ def test_a_worker_freezes_its_start_up_objects_before_it_forks_its_children():
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_jsonschema_waits_for_an_app_to_be_installed(tmp_path):
+    """4 MB a process; the provider presets are checked against their schema by the tests."""
+    assert loaded(tmp_path, "jsonschema") == set()
