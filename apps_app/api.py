@@ -23,6 +23,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as RequestInvalid
+from ninja.openapi.docs import ABS_TPL_PATH, Swagger
 from ninja.security import HttpBearer
 from oauth2_provider.settings import oauth2_settings
 from oauthlib.common import Request as OAuthRequest
@@ -37,12 +38,22 @@ from apps_app.selectors import (
 )
 from apps_app.services.connect_links import connect_link_create
 
+
+class LocalSwagger(Swagger):
+    """ninja's docs page with this installation's copy of its static files, not a CDN's.
+    ninja renders that page only when it is an installed app, which it is not (settings.py,
+    NINJA_DIR); else it renders the file named here, its CDN page by default."""
+
+    template_cdn = str(ABS_TPL_PATH / "swagger.html")
+
+
 api = NinjaAPI(
     title="Flowgate connections API",
     version="1",
     description=__doc__.split("\n\n", 1)[1],
     urls_namespace="apps_api",
     docs_url="/docs",
+    docs=LocalSwagger(),
     openapi_url="/openapi.json",
 )
 

@@ -17,10 +17,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 MANIFEST_NAME = "app.yaml"
@@ -65,6 +67,9 @@ class Manifest:
 
 @functools.cache
 def _schema_validator() -> jsonschema.Draft202012Validator:
+    # Imported here: 4 MB that only installing an app needs, not every process that imports this.
+    import jsonschema
+
     return jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 

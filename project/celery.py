@@ -7,6 +7,7 @@ consumes besides the main one, so a backlog of runs cannot delay them. Both name
 the main queue's name at the moment of sending.
 """
 
+import gc
 import os
 
 from celery import Celery
@@ -14,6 +15,11 @@ from celery.signals import beat_init, worker_init
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# Celery's Django fix-up runs every system check when a worker or beat starts, and the URL
+# checks import every view, the API's django-ninja and pydantic with them, which a worker
+# never serves. gunicorn runs none either: the full checks run with migrate, check and
+# runserver, and worker_init below runs the deployment's own (refuse_start_unless_ready).
+os.environ.setdefault("CELERY_SKIP_CHECKS", "true")
 
 app = Celery("flowgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -52,3 +58,12 @@ def _refuse_start_unless_ready(**kwargs):
     from project.checks import refuse_start_unless_ready
 
     refuse_start_unless_ready()
+
+
+@worker_init.connect
+def _freeze_start_up_objects(**kwargs):
+    # Prefork children and the embedded beat (-B) are forked from this process after this
+    # signal. Frozen, the objects of the start-up are left alone by a child's garbage
+    # collections, so their pages stay shared with this process instead of being copied.
+    gc.collect()
+    gc.freeze()

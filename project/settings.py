@@ -6,6 +6,7 @@ that the product runs on a laptop with no servers; with DEBUG off, missing keys 
 stop start-up with a clear message (``project/checks.py``).
 """
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -142,7 +143,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "oauth2_provider",
-    "ninja",
     "project",
     "secrets_app",
     "flows_app",
@@ -160,13 +160,19 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# django-ninja (the connections API, /api/) is not an installed app: Django would import it
+# in every process, and with it pydantic and django.test (11 MB), which only /api/ uses.
+# Its docs page's templates and static files come from its folder, found without importing it.
+NINJA_DIR = Path(importlib.util.find_spec("ninja").origin).parent
+STATICFILES_DIRS = [NINJA_DIR / "static"]
+
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

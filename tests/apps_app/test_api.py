@@ -178,6 +178,7 @@ class TestDescription:
         assert "/o/token/" in scheme["description"]
         docs = client.get("/api/docs")
         assert docs.status_code == 200 and b"openapi.json" in docs.content
+        assert b'src="/static/ninja/swagger-ui-bundle.js"' in docs.content  # this installation's copy, not a CDN's
 
 
 class TestAccess:

@@ -24,6 +24,13 @@ REQUIRED_PROVIDERS = {
 
 
 def test_the_preset_file_matches_its_schema_and_covers_the_providers():
+    import json
+
+    import jsonschema
+
+    from secrets_app.oauth2.providers import HERE
+
+    jsonschema.validate(presets(), json.loads((HERE / "providers.schema.json").read_text()))
     assert REQUIRED_PROVIDERS <= set(presets())
 
 
