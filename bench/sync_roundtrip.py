@@ -7,13 +7,15 @@ endpoint (open, as the peers' are) -> one HTTP request to a local echo server wi
 token from the system's vault -> answer with fields of the echo's reply. Every system runs in
 its production shape, all at once, and is measured in turns with the same wrk load:
 
-  flowgate  gunicorn with project/gunicorn.conf.py (2 workers x 8 threads), one Celery worker
-            (prefork, concurrency 2), PostgreSQL, Redis; the flow is created by ``manage.py
-            apply`` from a YAML file written here (http_request with an api_token secret ->
-            respond; an endpoint trigger, open, sync). ``--flowgate-dir`` picks the checkout
-            (another branch's worktree), run with its own .venv when it has one.
-  minimal   the floor (peers/minimal-django-celery): the same shape, four SQL statements
-            and one publish per request.
+  flowgate  gunicorn with project/gunicorn.conf.py and one Celery worker, in the shape of
+            docker-compose.yml (``--flowgate-shape``, e.g. ``2x8,prefork:2`` for 2 gunicorn
+            processes x 8 threads and a prefork worker of 2), PostgreSQL, Redis; the flow is
+            created by ``manage.py apply`` from a YAML file written here (http_request with
+            an api_token secret -> respond; an endpoint trigger, open, sync).
+            ``--flowgate-dir`` picks the checkout (another branch's worktree), run with its
+            own .venv when it has one.
+  minimal   the floor (peers/minimal-django-celery), in the shape its README gives
+            (2x8,prefork:2): four SQL statements and one publish per request.
   n8n       only with ``--n8n DIR``, a copy of peers/n8n on which setup.sh has run; started
             with the legacy expression engine (n8n's fastest), SQLite, executions saved.
 
@@ -134,18 +136,45 @@ class System:
     database: str = ""  # its PostgreSQL backends are counted as the component "postgres"
 
 
+@dataclass(frozen=True)
+class Shape:
+    """gunicorn processes x threads, and the Celery worker's pool and concurrency."""
+
+    web_processes: int = 2
+    web_threads: int = 8
+    pool: str = "prefork"
+    concurrency: int = 2
+
+    @classmethod
+    def parse(cls, text: str) -> Shape:
+        """``2x8,prefork:2``"""
+        found = re.fullmatch(r"(\d+)x(\d+),(prefork|threads):(\d+)", text)
+        if found is None:
+            raise argparse.ArgumentTypeError("PROCESSESxTHREADS,POOL:CONCURRENCY, e.g. 1x16,threads:8")
+        return cls(int(found[1]), int(found[2]), found[3], int(found[4]))
+
+    def __str__(self) -> str:
+        return f"{self.web_processes}x{self.web_threads},{self.pool}:{self.concurrency}"
+
+
+#: The minimal app's shape (its README), and Flowgate's unless --flowgate-shape says otherwise.
+MINIMAL_SHAPE = Shape()
+FLOWGATE_SHAPE = Shape(1, 16, "threads", 8)  # docker-compose.yml's
+
+
 def django_system(name: str, directory: Path, bin_: Path, env: dict[str, str], *, port: int, path: str,
-                  config: str, wsgi: str, celery_app: str, database_url: str) -> System:
-    """The shape both Django apps run in: gunicorn gthread with the app's own config,
-    2 workers x 8 threads, and one Celery worker, prefork, concurrency 2."""
-    env = {**env, "WEB_CONCURRENCY": "2", "FLOWGATE_WEB_THREADS": "8", "WEB_THREADS": "8"}
+                  config: str, wsgi: str, celery_app: str, database_url: str, shape: Shape) -> System:
+    """A Django app in production shape: gunicorn gthread with the app's own config and one
+    Celery worker."""
+    threads = str(shape.web_threads)
+    env = {**env, "WEB_CONCURRENCY": str(shape.web_processes), "FLOWGATE_WEB_THREADS": threads, "WEB_THREADS": threads}
     web = harness.ChildProcess(
         in_dir(directory, [str(bin_ / "gunicorn"), "-c", config, "--bind", f"127.0.0.1:{port}", "--log-level", "info",
                            wsgi]),
         env=env, name=f"{name} gunicorn", ready_line="Booting worker",
     )
     worker = harness.ChildProcess(
-        in_dir(directory, [str(bin_ / "celery"), "-A", celery_app, "worker", "--pool", "prefork", "--concurrency", "2",
+        in_dir(directory, [str(bin_ / "celery"), "-A", celery_app, "worker", "--pool", shape.pool, "--concurrency", str(shape.concurrency),
                            "--loglevel", "INFO", "--hostname", f"bench-{name}-{os.getpid()}@%h"]),
         env=env, name=f"{name} worker", ready_line=" ready.",
     )
@@ -153,7 +182,8 @@ def django_system(name: str, directory: Path, bin_: Path, env: dict[str, str], *
     return System(name, f"http://127.0.0.1:{port}{path}", {"web": web, "worker": worker}, database)
 
 
-def flowgate(checkout: Path, *, database_url: str, redis_url: str, metrics_dir: str, token: str) -> System:
+def flowgate(checkout: Path, *, database_url: str, redis_url: str, metrics_dir: str, token: str,
+             shape: Shape = FLOWGATE_SHAPE) -> System:
     """The checkout's migrations, then ``apply`` of FLOW_YAML, as an operator deploys a flow."""
     port, bin_ = harness.free_port(), venv_bin(checkout)
     env = {
@@ -178,7 +208,7 @@ def flowgate(checkout: Path, *, database_url: str, redis_url: str, metrics_dir: 
         run_setup([*manage, "apply", file.name], cwd=checkout, env=env, what="flowgate apply")
     return django_system("flowgate", checkout, bin_, env, port=port, path="/hooks/bench-sync",
                          config="project/gunicorn.conf.py", wsgi="project.wsgi", celery_app="project",
-                         database_url=database_url)
+                         database_url=database_url, shape=shape)
 
 
 def minimal(app_dir: Path, *, database_url: str, redis_url: str, token: str) -> System:
@@ -203,7 +233,8 @@ def minimal(app_dir: Path, *, database_url: str, redis_url: str, token: str) -> 
     run_setup([python, "-m", "django", "migrate", "--noinput"], cwd=app_dir, env=env, what="minimal migrate")
     run_setup([python, "-c", MINIMAL_SECRET], cwd=app_dir, env=env, what="minimal secret")
     return django_system("minimal", app_dir, bin_, env, port=port, path="/hooks/bench", config="gunicorn.conf.py",
-                         wsgi="limitapp.wsgi", celery_app="limitapp", database_url=database_url)
+                         wsgi="limitapp.wsgi", celery_app="limitapp", database_url=database_url,
+                         shape=MINIMAL_SHAPE)
 
 
 def n8n(copy: Path) -> System:
@@ -383,7 +414,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(runs: list[dict], systems: list[str], *, reps: int, seconds: int, checkout: Path) -> str:
+def report(runs: list[dict], systems: list[str], *, reps: int, seconds: int, checkout: Path, shape: Shape) -> str:
     def cell(system: str, connections: int, key: str) -> list:
         return [run[key] for run in runs if run["system"] == system and run["connections"] == connections]
 
@@ -394,7 +425,7 @@ def report(runs: list[dict], systems: list[str], *, reps: int, seconds: int, che
     lines = [
         f"## Sync round trip: {reps} reps x {seconds} s per system and concurrency (medians; [min..max] over reps)",
         "",
-        f"Flowgate checkout: {checkout} ({git_describe(checkout)})",
+        f"Flowgate checkout: {checkout} ({git_describe(checkout)}), shape {shape}",
         "",
         "| system | req/s, 1 caller | req/s, 8 callers | p50 ms, 1 caller | p50 ms, 8 callers "
         "| CPU ms/request, 1 / 8 callers | CPU ms/request at 8, by part | RSS MB (max) | errors |",
@@ -455,6 +486,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flowgate-dir", type=Path, default=harness.ROOT,
                         help="the checkout to measure (default: this one)")
+    parser.add_argument("--flowgate-shape", type=Shape.parse, default=FLOWGATE_SHAPE, metavar="PxT,POOL:N",
+                        help=f"gunicorn processes x threads, worker pool:concurrency (default {FLOWGATE_SHAPE})")
     parser.add_argument("--n8n", type=Path,
                         help="a copy of peers/n8n on which setup.sh has run (without it, n8n is left out)")
     parser.add_argument("--peers", type=Path, default=PEERS,
@@ -496,7 +529,7 @@ def main() -> None:
         ))
         systems = [
             flowgate(checkout, database_url=f"{options.postgres}/bench_flowgate", redis_url=options.redis_url,
-                     metrics_dir=metrics_dir, token=token),
+                     metrics_dir=metrics_dir, token=token, shape=options.flowgate_shape),
             minimal(options.peers / "minimal-django-celery", database_url=f"{options.postgres}/bench_minimal",
                     redis_url=options.redis_url, token=token),
             *([n8n(options.n8n.resolve())] if options.n8n else []),
@@ -531,7 +564,7 @@ def main() -> None:
                             flush=True,
                         )
     summary = report(runs, [system.name for system in systems], reps=options.reps, seconds=options.seconds,
-                     checkout=checkout)
+                     checkout=checkout, shape=options.flowgate_shape)
     summary += f"\n\nRSS MB after start-up, before any request: {idle}. Took {(time.monotonic() - began) / 60:.1f} min."
     (out / "summary.md").write_text(summary + "\n")
     print("\n" + summary + f"\n\nruns: {out / 'runs.jsonl'}")

@@ -11,6 +11,8 @@ interval (10 ms up to 250 ms): never a tight loop.
 A run executing in this process (``flows_app.local_runs``) is registered here while it
 runs: a waiter in this process then wakes on an event and reads the runner's own copy of
 the run, which the run store updates before it publishes (no pub/sub, no database read).
+Such a run goes through Redis as well only when it has an idempotency key: a waiter in
+another process can only have found it through that key (a retried call).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def publish(run_id: int) -> None:
     entry = _here.get(run_id)
     if entry is not None:
         entry[1].set()
+        if not entry[0].idempotency_key:
+            # Its caller waits here; a waiter in another process has found the run through
+            # its idempotency key (a retried call), so without one nobody waits elsewhere.
+            return
     client = _client()
     if client is None:
         return

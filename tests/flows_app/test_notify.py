@@ -5,7 +5,7 @@ import threading
 import redis
 from django.conf import settings as django_settings
 
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from flows_app import notify
@@ -76,10 +76,40 @@ def test_a_waiter_of_a_run_that_left_this_process_unfinished_goes_on_waiting_thr
     run = FlowRun.objects.create(flow=flow, input={})
     notify.executing_here(run)
     woken = []
-    waiter = threading.Thread(target=lambda: woken.append(notify.wait(run.pk, ready=lambda current: current.finished, timeout=30)))
+
+    def wait():
+        woken.append(notify.wait(run.pk, ready=lambda current: current.finished, timeout=30))
+        connections.close_all()  # this thread's own
+
+    waiter = threading.Thread(target=wait)
     waiter.start()
     notify.left_here(run.pk)  # parked: a worker will finish it
     FlowRun.objects.filter(pk=run.pk).update(status=FlowRun.Status.SUCCEEDED)
     notify.publish(run.pk)
     waiter.join(30)
     assert woken and woken[0] is not run and woken[0].status == FlowRun.Status.SUCCEEDED
+
+
+def test_a_run_executing_here_is_published_through_redis_only_when_a_retried_call_could_wait_for_it_elsewhere(db):
+    require_service("Redis", "127.0.0.1", 6379)
+    flow = make_flow("keyed", [{"key": "echo", "kind": "transform", "value": "{{ trigger }}"}])
+    plain = FlowRun.objects.create(flow=flow, input={})
+    keyed = FlowRun.objects.create(flow=flow, input={}, idempotency_key="retried-call")
+    client = redis.Redis.from_url(django_settings.FLOWGATE_REDIS_URL)
+    elsewhere = client.pubsub(ignore_subscribe_messages=True)
+    elsewhere.subscribe(notify.channel(plain.pk), notify.channel(keyed.pk), "sentinel")
+    try:
+        for run in (plain, keyed):
+            notify.executing_here(run)
+            notify.publish(run.pk)
+            notify.left_here(run.pk)
+        client.publish("sentinel", b"after")  # pub/sub keeps order: anything that reached us came first
+        received = []
+        for message in elsewhere.listen():
+            received.append(message["channel"])
+            if message["channel"] == b"sentinel":
+                break
+        assert received == [notify.channel(keyed.pk).encode(), b"sentinel"]
+    finally:
+        elsewhere.close()
+        client.close()
