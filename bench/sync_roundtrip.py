@@ -159,7 +159,7 @@ class Shape:
 
 #: The minimal app's shape (its README), and Flowgate's unless --flowgate-shape says otherwise.
 MINIMAL_SHAPE = Shape()
-FLOWGATE_SHAPE = Shape(1, 16, "threads", 8)  # docker-compose.yml's
+FLOWGATE_SHAPE = Shape(2, 8, "threads", 8)  # docker-compose.yml's
 
 
 def django_system(name: str, directory: Path, bin_: Path, env: dict[str, str], *, port: int, path: str,

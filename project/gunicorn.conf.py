@@ -1,8 +1,10 @@
 """gunicorn's settings for Flowgate (``gunicorn -c project/gunicorn.conf.py project.wsgi``).
 
 Threads, not only processes: a synchronous endpoint trigger holds its request while the
-flow runs (up to its timeout), and a thread waiting on Redis costs little, where a
-process per waiting caller would run out fast.
+flow runs (up to its timeout), and a waiting thread costs little, where a process per
+waiting caller would run out fast. A process per core (WEB_CONCURRENCY, 2 by default, for
+2 cores): the web process runs sync endpoints' flows itself (``flows_app.local_runs``),
+and one Python process uses one core at a time. README, "Process shape", has the figures.
 """
 
 import os
