@@ -128,7 +128,7 @@ def embedded(options, env: dict[str, str]):
             env=env, name="runserver", ready_url=f"http://127.0.0.1:{port}/admin/login/"),
         "worker": harness.ChildProcess(
             [str(harness.BIN / "celery"), "-A", "project", "worker", "--loglevel", "INFO", "--pool", "threads",
-             "--concurrency", "4", "--beat", "--schedule", str(Path(env["FLOWGATE_VAR_DIR"]) / "celerybeat-schedule"),
+             "--concurrency", "4", "--beat-thread", "--schedule", str(Path(env["FLOWGATE_VAR_DIR"]) / "celerybeat-schedule"),
              "--hostname", f"memory-{os.getpid()}@%h"],
             env=env, name="worker", ready_line=" ready."),
     }, f"http://127.0.0.1:{port}/hooks/bench-sync"
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload")
     parser.add_argument("--gunicorn-config", default="project/gunicorn.conf.py",
                         help="another gunicorn settings file, to try one (it may exec this one first)")
-    parser.add_argument("--worker-args", default="--pool prefork --concurrency 2")
+    parser.add_argument("--worker-args", default="--pool threads --concurrency 8")  # docker-compose.yml's
     parser.add_argument("--seconds", type=int, default=20, help="of load at 8 callers, after 5 s of warm-up")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/flowgate_memory",
                         help="dropped and created")

@@ -95,6 +95,11 @@ class ChildProcess:
     def log(self) -> str:
         return "".join(self.output)
 
+    def children(self) -> list[int]:
+        """The pids of the process's children, from every one of its threads."""
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        return [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+
     def __enter__(self) -> ChildProcess:
         return self.start()
 
@@ -115,11 +120,12 @@ class WorkerProcess(ChildProcess):
         name: str = "tests",
         base_env: Mapping[str, str] | None = None,
         include: Sequence[str] = (),
+        args: Sequence[str] = (),
     ):
         argv = [
             str(BIN / "celery"), "-A", "project", "worker", "--pool", pool, "--concurrency", str(concurrency),
             "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--without-gossip", "--without-mingle",
-            "--loglevel", "INFO", *(["--include", ",".join(include)] if include else []),
+            "--loglevel", "INFO", *(["--include", ",".join(include)] if include else []), *args,
         ]
         environment = {**(base_env if base_env is not None else test_environment()), **(env or {})}
         super().__init__(argv, env=environment, name=f"celery worker {name}", ready_line=" ready.")

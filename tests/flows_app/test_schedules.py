@@ -9,7 +9,7 @@ import pytest
 from flows_app.models import FlowRun
 from flows_app.services.flows import flow_save, step_spec_from_data
 from flows_app.services.specs import FlowSpec, ScheduleSpec
-from tests.workers import BeatProcess
+from tests.workers import BeatProcess, WorkerProcess
 
 pytestmark = pytest.mark.worker
 
@@ -46,6 +46,21 @@ def test_beat_fires_a_schedule_and_stops_when_the_flow_is_disabled(worker, tmp_p
         assert scheduled_runs().count() == settled
     finally:
         beat.stop()
+
+
+def test_the_embedded_worker_runs_beat_in_a_thread_of_its_own_process(transactional_db, tmp_path):
+    ticker()
+    # As the Procfile starts it: one process, a pool of threads, beat inside.
+    args = ["--beat-thread", "--schedule", str(tmp_path / "beat-schedule")]
+    embedded = WorkerProcess(pool="threads", concurrency=4, name="embedded", args=args).start()
+    try:
+        deadline = time.monotonic() + 40
+        while scheduled_runs().filter(status="succeeded").count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert scheduled_runs().filter(status="succeeded").count() >= 2, embedded.log()[-3000:]
+        assert embedded.children() == []  # --beat would have forked a beat process
+    finally:
+        embedded.stop()
 
 
 def test_a_cron_schedule_fires_at_the_minute_in_its_own_time_zone(worker, tmp_path):
