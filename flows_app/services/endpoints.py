@@ -254,7 +254,6 @@ def endpoint_call(*, path: str, call: IncomingCall) -> Answer:
             "caller": _caller_digest(trigger, caller),
             "connection": connection,
             "here": trigger.response == EndpointTrigger.Response.SYNC,  # its caller waits in this process
-            "group_commit": trigger.response == EndpointTrigger.Response.ASYNC,  # its caller waits for the INSERT
         }
         replayed = False
         if key:

@@ -18,7 +18,6 @@ from django.utils import timezone
 from flows_app import dispatch, fanout, metrics, notify, runs
 from flows_app.app_settings import flow_settings
 from flows_app.engine import Engine
-from flows_app.intake import run_intake
 from flows_app.local_runs import local_runner
 from flows_app.models import Flow, FlowRun, StepRun
 from flows_app.selectors import flow_secret_ids
@@ -52,13 +51,8 @@ def flow_run_start(
     connection=None,
     input_secrets: Iterable = (),
     here: bool = False,
-    group_commit: bool = False,
 ) -> FlowRun:
     """Queue a run; its task is sent when the transaction commits (ids only).
-
-    ``group_commit``: outside a transaction, store it and send its task together with the
-    runs this process's other callers start meanwhile (``flows_app.intake``): for async
-    endpoints, whose callers wait only for that.
     ``here``: run it in this process when it can (``flows_app.local_runs``): a sync
     endpoint's caller waits for it in this process anyway. It then starts held under this
     process's lease, and its runner thread starts when the transaction commits.
@@ -73,7 +67,7 @@ def flow_run_start(
     if refusal := _start_refusal(user, flow, connection):
         raise RunNotAllowed(refusal)
     engine = Engine() if here and local_runner.takes(flow) else None
-    run = FlowRun(
+    run = FlowRun.objects.create(
         flow=flow,
         input=input if input is not None else {},
         trigger=trigger,
@@ -86,10 +80,6 @@ def flow_run_start(
         connection=connection,
         **(runs.held_by(engine.owner) if engine else {}),
     )
-    if group_commit and not engine and not transaction.get_connection().in_atomic_block:
-        run_intake.store_and_send(run)
-        return run
-    run.save(force_insert=True)
     # At once when the INSERT committed on its own; after the caller's transaction otherwise.
     if engine:
         transaction.on_commit(lambda: local_runner.start(run, engine))
