@@ -1,6 +1,8 @@
 """Runs a flow: the loop that asks the interpreter what now, runs steps, and tells the run store.
 
-One Celery task per run (``flows_app.tasks.flow_run_execute``) calls ``Engine.execute``.
+One Celery task per run (``flows_app.tasks.flow_run_execute``) calls ``Engine.execute``; a
+sync endpoint's run, inserted already held, is run by ``flows_app.local_runs`` in the web
+process through ``Engine.run_held``.
 Three parts, each in its own module:
 
 - ``flows_app.runtime`` decides (pure): which step runs next, retry in place or park, how
