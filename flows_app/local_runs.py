@@ -40,7 +40,7 @@ class LocalRunner:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._made_for: tuple[int, int] | None = None  # (pid, size) of the pool below
         self._pool: ThreadPoolExecutor | None = None
         self._free: threading.BoundedSemaphore | None = None
 
@@ -64,12 +64,14 @@ class LocalRunner:
             runs.give_back(run, engine.owner)
 
     def _threads(self) -> tuple[ThreadPoolExecutor, threading.BoundedSemaphore]:
+        size = flow_settings.sync_run_threads
         with self._lock:
-            if self._pid != os.getpid():  # first use, or a fork copied a parent's pool without its threads
-                size = flow_settings.sync_run_threads
+            # A new pool at first use, after a fork (which copies a parent's pool without its
+            # threads), or when the setting changed; runs on an old pool release their own slot.
+            if self._made_for != (os.getpid(), size):
                 self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="flowgate-sync-run")
                 self._free = threading.BoundedSemaphore(size)
-                self._pid = os.getpid()
+                self._made_for = (os.getpid(), size)
             return self._pool, self._free
 
     @staticmethod
@@ -78,7 +80,7 @@ class LocalRunner:
         try:
             # The run's flow (and its owner) is the one its caller started it from: an
             # endpoint's comes from the endpoint cache (``selectors.endpoint_get``), at most
-            # a second old, as the endpoint itself; the steps are read now, as on a worker.
+            # a second old, as the endpoint itself; its steps are those of that version.
             engine.run_held(run)
         except Exception:
             # Its lease lapses with no heartbeat; recovery then hands it to a worker.

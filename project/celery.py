@@ -11,8 +11,8 @@ import gc
 import os
 
 from celery import Celery, bootsteps
-from click import Option
 from celery.signals import beat_init, worker_init
+from click import Option
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
@@ -87,7 +87,7 @@ app.user_options["worker"].add(
 
 @worker_init.connect
 def _freeze_start_up_objects(**kwargs):
-    # Prefork children and the embedded beat (-B) are forked from this process after this
+    # Prefork children (and beat, started with --beat) are forked from this process after this
     # signal. Frozen, the objects of the start-up are left alone by a child's garbage
     # collections, so their pages stay shared with this process instead of being copied.
     gc.collect()

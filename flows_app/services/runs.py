@@ -53,6 +53,7 @@ def flow_run_start(
     here: bool = False,
 ) -> FlowRun:
     """Queue a run; its task is sent when the transaction commits (ids only).
+
     ``here``: run it in this process when it can (``flows_app.local_runs``): a sync
     endpoint's caller waits for it in this process anyway. It then starts held under this
     process's lease, and its runner thread starts when the transaction commits.
