@@ -12,7 +12,6 @@ with the ratios that the README's targets are stated in.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 from tests.servers import RecordingServer, Reply  # noqa: E402  (the same local server as the tests)
-from tests.workers import ChildProcess, WorkerProcess  # noqa: E402  (the same child processes as the tests)
+from tests.workers import ChildProcess, WorkerProcess, free_port  # noqa: E402, F401  (the same child processes and ports as the tests)
 
 ENVIRONMENT = {
     "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -94,12 +93,6 @@ def gunicorn(port: int) -> ChildProcess:
 def local_api(body: bytes) -> RecordingServer:
     """A loopback HTTP server answering every request with ``body`` (JSON)."""
     return RecordingServer(lambda request: Reply(body=body, headers={"Content-Type": "application/json"}))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def percentile(samples: list[float], fraction: float) -> float:

@@ -35,6 +35,13 @@ def test_environment() -> dict[str, str]:
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TEST_DATABASE_URL": database, "PYTHONPATH": str(ROOT)}
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a child server to bind."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class ChildProcess:
     def __init__(
         self, argv: Sequence[str], *, env: Mapping[str, str], name: str, ready_line: str = "", ready_url: str = ""
@@ -136,9 +143,7 @@ class WebProcess(ChildProcess):
     free loopback port; ``env`` is added to the test environment."""
 
     def __init__(self, *, env: Mapping[str, str] | None = None):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         argv = [str(BIN / "gunicorn"), "-c", "project/gunicorn.conf.py", "project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
         super().__init__(argv, env={**test_environment(), **(env or {})}, name="gunicorn", ready_url=f"{self.url}/admin/login/")

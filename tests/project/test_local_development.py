@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from tests.project.test_checks import PRODUCTION_ENV, ROOT, product_environment, run
-from tests.project.test_log_redaction import free_loopback_port
+from tests.workers import free_port
 
 SHOW_LOCAL_SETTINGS = (
     "import os, django; django.setup(); from django.conf import settings; "
@@ -86,7 +86,7 @@ def repository_copy(tmp_path):
 def test_scripts_run_warns_once_and_ctrl_c_stops_the_worker_warm(tmp_path):
     copy = repository_copy(tmp_path)
     env = product_environment(
-        tmp_path, PORT=str(free_loopback_port()), FLOWGATE_ADMIN_USER="admin", FLOWGATE_ADMIN_PASSWORD="admin-password-1"
+        tmp_path, PORT=str(free_port()), FLOWGATE_ADMIN_USER="admin", FLOWGATE_ADMIN_PASSWORD="admin-password-1"
     )
     launch = subprocess.Popen(
         ["./scripts/run"],

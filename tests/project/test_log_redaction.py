@@ -9,6 +9,7 @@ import requests
 
 from project.log_redaction import RedactingFilter, redact_text
 from tests.project.test_checks import PRODUCTION_ENV, ROOT, VENV_BIN, product_environment
+from tests.workers import free_port
 
 
 def test_known_secret_shapes_are_masked():
@@ -65,12 +66,6 @@ def server_environment(tmp_path_factory):
     return env
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def logged_by_server_for_one_request(command: list[str], env: dict[str, str], port: int) -> str:
     """Start the server, send it GET /hooks/x with secrets in the query string once it
     listens, and return everything it wrote to stdout and stderr."""
@@ -92,7 +87,7 @@ def logged_by_server_for_one_request(command: list[str], env: dict[str, str], po
 
 
 def test_runserver_access_log_redacts_query_string_values(server_environment):
-    port = free_loopback_port()
+    port = free_port()
     # As the Procfile that ./scripts/run starts, with DEBUG on as it sets it.
     command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
     logged = logged_by_server_for_one_request(command, {**server_environment, "DEBUG": "true"}, port)
@@ -101,7 +96,7 @@ def test_runserver_access_log_redacts_query_string_values(server_environment):
 
 
 def test_gunicorn_access_log_redacts_query_string_values(server_environment):
-    port = free_loopback_port()
+    port = free_port()
     # As docker-compose.yml starts it, on a loopback port.
     command = [
         str(VENV_BIN / "gunicorn"), "-c", "project/gunicorn.conf.py", "project.wsgi", "--access-logfile", "-",
